@@ -1,0 +1,301 @@
+"""One object-store interface, two backends: a local directory and S3-compatible (R2).
+
+Every write is atomic (a reader sees the old object or the new one, never half of one).
+`update` is the read-modify-write primitive behind the per-KPI series: optimistic
+`If-Match` on S3/R2, a file lock on the local backend, so concurrent writers never lose
+each other's rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+
+class StorageError(RuntimeError):
+    """The store could not be used; the message names the store and the key."""
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write lost a race: the object changed since it was read."""
+
+
+@dataclass(frozen=True)
+class Versioned:
+    data: bytes
+    etag: str
+
+
+class ObjectStore(ABC):
+    """Keys are '/'-separated relative paths such as `kpi/btc_price.parquet`."""
+
+    @property
+    @abstractmethod
+    def description(self) -> str:
+        """Where the data lives, for messages (never contains a secret)."""
+
+    @abstractmethod
+    def get(self, key: str) -> Versioned | None:
+        """The object and its version tag, or None when it does not exist."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, *, if_match: str | None = None,
+            if_none_match: bool = False, content_type: str | None = None) -> str:
+        """Write atomically and return the new version tag.
+
+        `if_match` writes only over that version; `if_none_match` only when absent. A lost
+        condition raises PreconditionFailed.
+        """
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Keys under a prefix, sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an object; absent is fine."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise StorageError when the store cannot be reached or written."""
+
+    def read_bytes(self, key: str) -> bytes | None:
+        found = self.get(key)
+        return None if found is None else found.data
+
+    def local_path(self, key: str) -> Path | None:
+        """A filesystem path for the object when the backend has one (local), else None."""
+        return None
+
+    def update(self, key: str, mutate: Callable[[bytes | None], bytes], *,
+               content_type: str | None = None, attempts: int = 12) -> bytes:
+        """Read-modify-write `key` safely against concurrent writers; returns what was written."""
+        for attempt in range(attempts):
+            current = self.get(key)
+            new = mutate(None if current is None else current.data)
+            try:
+                if current is None:
+                    self.put(key, new, if_none_match=True, content_type=content_type)
+                else:
+                    self.put(key, new, if_match=current.etag, content_type=content_type)
+                return new
+            except PreconditionFailed:
+                # R2 allows about one write per second per key: back off past that.
+                time.sleep(min(2.0, 0.05 * 2**attempt) + random.uniform(0, 0.25))
+        raise StorageError(
+            f"{self.description}: gave up writing {key!r} after {attempts} conflicting attempts"
+        )
+
+
+def _etag(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+class LocalObjectStore(ObjectStore):
+    """A directory on disk; the embedded default. Writes go through a temp file + rename."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).expanduser().resolve()
+        self._lock_dir = self.root / ".locks"
+
+    @property
+    def description(self) -> str:
+        return f"local storage at {self.root}"
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise StorageError(f"{self.description}: key {key!r} escapes the storage root")
+        return path
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def get(self, key: str) -> Versioned | None:
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"{self.description}: cannot read {key!r}: {exc.strerror}") from None
+        return Versioned(data, _etag(data))
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def _key_lock(self, key: str) -> FileLock:
+        self._lock_dir.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
+        return FileLock(str(self._lock_dir / f"{name}.lock"), timeout=60)
+
+    def put(self, key: str, data: bytes, *, if_match: str | None = None,
+            if_none_match: bool = False, content_type: str | None = None) -> str:
+        path = self._path(key)
+        try:
+            if if_match is None and not if_none_match:
+                self._write_atomic(path, data)
+                return _etag(data)
+            with self._key_lock(key):
+                current = self.get(key)
+                if if_none_match and current is not None:
+                    raise PreconditionFailed(f"{self.description}: {key!r} already exists")
+                if if_match is not None and (current is None or current.etag != if_match):
+                    raise PreconditionFailed(f"{self.description}: {key!r} changed since read")
+                self._write_atomic(path, data)
+                return _etag(data)
+        except OSError as exc:
+            raise StorageError(f"{self.description}: cannot write {key!r}: {exc.strerror}") from None
+
+    def update(self, key: str, mutate: Callable[[bytes | None], bytes], *,
+               content_type: str | None = None, attempts: int = 12) -> bytes:
+        # Locally a lock is cheaper and fairer than optimistic retries.
+        try:
+            with self._key_lock(key):
+                current = self.get(key)
+                new = mutate(None if current is None else current.data)
+                self._write_atomic(self._path(key), new)
+                return new
+        except OSError as exc:
+            raise StorageError(f"{self.description}: cannot write {key!r}: {exc.strerror}") from None
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        search = base if base.is_dir() else base.parent
+        if not search.exists():
+            return []
+        keys = []
+        for path in search.rglob("*"):
+            if path.is_file() and not path.name.startswith(".tmp-") and ".locks" not in path.parts:
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        with suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".tmp-probe-{os.getpid()}"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StorageError(f"{self.description}: not writable: {exc.strerror}") from None
+
+
+class S3ObjectStore(ObjectStore):
+    """Any S3-compatible bucket (Cloudflare R2 first; MinIO and moto work the same way).
+
+    The client must be built with checksum calculation "when_required" (see
+    `resources.build_s3_client`): R2 rejects the CRC32 headers boto3 >= 1.36 sends otherwise.
+    """
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "", endpoint: str | None = None):
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.endpoint = endpoint
+
+    @property
+    def description(self) -> str:
+        where = f" at {self.endpoint}" if self.endpoint else ""
+        return f"S3 bucket {self.bucket!r}{where}"
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(
+            exc, "response") else None
+        detail = code or type(exc).__name__
+        return StorageError(f"{self.description}: cannot {action} {key!r}: {detail}")
+
+    def get(self, key: str) -> Versioned | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return Versioned(response["Body"].read(), response["ETag"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise self._fail("read", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._fail("read", key, exc) from None
+
+    def put(self, key: str, data: bytes, *, if_match: str | None = None,
+            if_none_match: bool = False, content_type: str | None = None) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
+        if content_type:
+            kwargs["ContentType"] = content_type
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        try:
+            response = self.client.put_object(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                raise PreconditionFailed(f"{self.description}: {key!r} changed since read") from None
+            raise self._fail("write", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._fail("write", key, exc) from None
+        return response.get("ETag", "")
+
+    def list(self, prefix: str) -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        keys: list[str] = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                keys.extend(obj["Key"][len(self.prefix):] for obj in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("list", prefix, exc) from None
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("delete", key, exc) from None
+
+    def check(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("reach bucket", "", exc) from None
+
