@@ -129,7 +129,8 @@ class LocalObjectStore(ObjectStore):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StorageError(f"{self.description}: cannot read {key!r}: {exc.strerror}") from None
+            detail = exc.strerror or exc
+            raise StorageError(f"{self.description}: cannot read {key!r}: {detail}") from None
         return Versioned(data, _etag(data))
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
@@ -145,6 +146,12 @@ class LocalObjectStore(ObjectStore):
             with suppress(OSError):
                 os.unlink(tmp)
             raise
+        # The rename is only durable once the directory entry is on disk too.
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def _key_lock(self, key: str) -> FileLock:
         self._lock_dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +174,8 @@ class LocalObjectStore(ObjectStore):
                 self._write_atomic(path, data)
                 return _etag(data)
         except OSError as exc:
-            raise StorageError(f"{self.description}: cannot write {key!r}: {exc.strerror}") from None
+            detail = exc.strerror or exc
+            raise StorageError(f"{self.description}: cannot write {key!r}: {detail}") from None
 
     def update(self, key: str, mutate: Callable[[bytes | None], bytes], *,
                content_type: str | None = None, attempts: int = 12) -> bytes:
@@ -179,12 +187,15 @@ class LocalObjectStore(ObjectStore):
                 self._write_atomic(self._path(key), new)
                 return new
         except OSError as exc:
-            raise StorageError(f"{self.description}: cannot write {key!r}: {exc.strerror}") from None
+            detail = exc.strerror or exc
+            raise StorageError(f"{self.description}: cannot write {key!r}: {detail}") from None
 
     def list(self, prefix: str) -> list[str]:
-        base = self._path(prefix) if prefix else self.root
-        search = base if base.is_dir() else base.parent
-        if not search.exists():
+        # A prefix is a string prefix, as on S3: "a" matches "a/1" and "ab/2", so search the
+        # directory holding the prefix's last (possibly partial) segment.
+        head = prefix.rpartition("/")[0]
+        search = self._path(head) if head else self.root
+        if not search.is_dir():
             return []
         keys = []
         for path in search.rglob("*"):
@@ -205,7 +216,7 @@ class LocalObjectStore(ObjectStore):
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as exc:
-            raise StorageError(f"{self.description}: not writable: {exc.strerror}") from None
+            raise StorageError(f"{self.description}: not writable: {exc.strerror or exc}") from None
 
 
 class S3ObjectStore(ObjectStore):
@@ -265,7 +276,14 @@ class S3ObjectStore(ObjectStore):
             code = exc.response.get("Error", {}).get("Code")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
-                raise PreconditionFailed(f"{self.description}: {key!r} changed since read") from None
+                raise PreconditionFailed(
+                    f"{self.description}: {key!r} changed since read"
+                ) from None
+            if if_match is not None and (code in ("NoSuchKey", "NotFound") or status == 404):
+                # S3 answers If-Match on a deleted object with 404: the version is gone too.
+                raise PreconditionFailed(
+                    f"{self.description}: {key!r} was deleted since read"
+                ) from None
             raise self._fail("write", key, exc) from None
         except BotoCoreError as exc:
             raise self._fail("write", key, exc) from None
