@@ -1,0 +1,238 @@
+"""The delivery ledger: one row per (day, endpoint), kept at `delivery/<date>.parquet`.
+
+Rows move pending → sent | failed | dead. The ledger is flushed to the object store every
+few results and at the end; between flushes a local append-only journal records each
+send as it starts and ends, so a run killed at any point loses nothing: the next run
+replays the journal, and a send that started but never reported back is marked `failed`
+with `uncertain=True` instead of being sent a second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from daily_index.storage.objectstore import ObjectStore
+
+STATUSES = ("pending", "sent", "failed", "dead")
+UNCERTAIN_ERROR = (
+    "run interrupted while sending: outcome unknown, not resent automatically "
+    "(re-run with resend_failed=True to send again)"
+)
+
+SCHEMA = pa.schema([
+    ("day", pa.string()),
+    ("endpoint_id", pa.string()),
+    ("subscriber_id", pa.string()),
+    ("channel", pa.string()),
+    ("kind", pa.string()),
+    ("url", pa.string()),
+    ("fallback_url", pa.string()),
+    ("status", pa.string()),
+    ("attempts", pa.int32()),
+    ("last_error", pa.string()),
+    ("first_attempt_at", pa.timestamp("us", tz="UTC")),
+    ("last_attempt_at", pa.timestamp("us", tz="UTC")),
+    ("sent_at", pa.timestamp("us", tz="UTC")),
+    ("via_fallback", pa.bool_()),
+    ("uncertain", pa.bool_()),
+])
+COLUMNS = tuple(SCHEMA.names)
+
+
+def ledger_key(day: date) -> str:
+    return f"delivery/{day.isoformat()}.parquet"
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def read_ledger(store: ObjectStore, day: date) -> pd.DataFrame:
+    """The day's ledger as a DataFrame (empty, with every column, when there is none)."""
+    data = store.read_bytes(ledger_key(day))
+    if data is None:
+        return SCHEMA.empty_table().to_pandas()
+    return pq.read_table(io.BytesIO(data)).to_pandas()
+
+
+def _to_bytes(rows: list[dict[str, Any]]) -> bytes:
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt at one endpoint came to (built in a worker, applied by the ledger)."""
+
+    endpoint_id: str
+    ok: bool
+    started_at: datetime
+    finished_at: datetime
+    error: str | None = None
+    via_fallback: bool = False
+    uncertain: bool = False
+
+
+class Ledger:
+    """The in-memory ledger of one day, written through to the object store on `flush`."""
+
+    def __init__(self, store: ObjectStore, day: date):
+        self.store = store
+        self.day = day
+        self.key = ledger_key(day)
+        self.rows: dict[str, dict[str, Any]] = {
+            row["endpoint_id"]: row for row in read_ledger(store, day).to_dict("records")
+        }
+        for row in self.rows.values():
+            for column in ("first_attempt_at", "last_attempt_at", "sent_at"):
+                if pd.isna(row[column]):
+                    row[column] = None
+            for column in ("last_error", "fallback_url"):
+                if not isinstance(row[column], str):
+                    row[column] = None
+
+    def ensure(self, *, endpoint_id: str, subscriber_id: str, channel: str, kind: str,
+               url: str, fallback_url: str | None) -> dict[str, Any]:
+        row = self.rows.get(endpoint_id)
+        if row is None:
+            row = {
+                "day": self.day.isoformat(), "endpoint_id": endpoint_id,
+                "subscriber_id": subscriber_id, "channel": channel, "kind": kind,
+                "status": "pending", "attempts": 0, "last_error": None,
+                "first_attempt_at": None, "last_attempt_at": None, "sent_at": None,
+                "via_fallback": False, "uncertain": False,
+            }
+            self.rows[endpoint_id] = row
+        # The subscriber file may have changed since the last run: keep the URLs current.
+        row["url"], row["fallback_url"] = url, fallback_url
+        return row
+
+    def eligible(self, endpoint_id: str, *, max_attempts: int, resend_failed: bool) -> bool:
+        row = self.rows[endpoint_id]
+        if row["status"] == "pending":
+            return True
+        if row["status"] == "failed":
+            if row["uncertain"]:
+                return resend_failed
+            return resend_failed or row["attempts"] < max_attempts
+        return False
+
+    def apply(self, outcome: Outcome, *, max_attempts: int) -> str:
+        """Record one attempt and return the row's new status."""
+        row = self.rows.get(outcome.endpoint_id)
+        if row is None:  # a journal entry for an endpoint no longer subscribed
+            return "unknown"
+        row["attempts"] = int(row["attempts"]) + 1
+        row["first_attempt_at"] = row["first_attempt_at"] or outcome.started_at
+        row["last_attempt_at"] = outcome.finished_at
+        row["uncertain"] = outcome.uncertain
+        if outcome.ok:
+            row.update(status="sent", sent_at=outcome.finished_at, last_error=None,
+                       via_fallback=outcome.via_fallback)
+        else:
+            dead = row["attempts"] >= max_attempts and not outcome.uncertain
+            row.update(status="dead" if dead else "failed", last_error=outcome.error)
+        return row["status"]
+
+    def flush(self) -> None:
+        """Write the ledger, keeping rows another writer added meanwhile."""
+        mine = self.rows
+
+        def merge(current: bytes | None) -> bytes:
+            rows = dict(mine)
+            if current is not None:
+                for row in pq.read_table(io.BytesIO(current)).to_pylist():
+                    rows.setdefault(row["endpoint_id"], row)
+            return _to_bytes(list(rows.values()))
+
+        self.store.update(self.key, merge, content_type="application/vnd.apache.parquet")
+
+
+class Journal:
+    """A local append-only record of sends in flight, surviving a killed process.
+
+    One JSON line when a send starts and one when it ends. Each line goes out in a single
+    `write` on an O_APPEND descriptor, so lines never interleave and are in the kernel
+    (hence kept if the process dies) before the send starts.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_store(cls, store: ObjectStore, day: date) -> Journal:
+        name = f"{day.isoformat()}.journal"
+        local = store.local_path(f"delivery/.{name}")
+        if local is None:
+            tag = hashlib.sha1(store.description.encode(), usedforsecurity=False).hexdigest()
+            local = Path(tempfile.gettempdir()) / "daily_index_delivery" / tag[:16] / name
+        return cls(local)
+
+    def replay(self) -> list[Outcome]:
+        """Outcomes of a previous, interrupted run that the ledger may not have yet."""
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        started: dict[str, datetime] = {}
+        outcomes: list[Outcome] = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line
+            at = datetime.fromisoformat(entry["at"])
+            if entry["event"] == "start":
+                started[entry["endpoint_id"]] = at
+            elif entry["endpoint_id"] in started:
+                outcomes.append(Outcome(
+                    endpoint_id=entry["endpoint_id"], ok=entry["event"] == "sent",
+                    started_at=started.pop(entry["endpoint_id"]), finished_at=at,
+                    error=entry.get("error"), via_fallback=entry.get("via_fallback", False)))
+        outcomes += [Outcome(endpoint_id=eid, ok=False, started_at=at, finished_at=at,
+                             error=UNCERTAIN_ERROR, uncertain=True)
+                     for eid, at in started.items()]
+        return outcomes
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            if self._fd is not None:
+                os.write(self._fd, line)
+
+    def start(self, endpoint_id: str, at: datetime) -> None:
+        self._write({"event": "start", "endpoint_id": endpoint_id, "at": at.isoformat()})
+
+    def finish(self, outcome: Outcome) -> None:
+        self._write({"event": "sent" if outcome.ok else "failed",
+                     "endpoint_id": outcome.endpoint_id, "at": outcome.finished_at.isoformat(),
+                     "error": outcome.error, "via_fallback": outcome.via_fallback})
+
+    def close(self, *, remove: bool) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+        if remove:
+            self.path.unlink(missing_ok=True)

@@ -1,0 +1,210 @@
+"""Who receives the daily report, read from a YAML or CSV subscriber file.
+
+A bad entry (missing field, URL apprise cannot use, unknown `receives`) becomes a
+`Problem` carrying its line number and is skipped; the rest load. URLs hold secrets
+(passwords, bot tokens, webhook keys), so anything meant for people shows them only in
+apprise's privacy form (`url(privacy=True)`) or scrubbed.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import apprise
+import yaml
+
+from daily_index.delivery.outbox import outbox_url
+
+Receives = Literal["pdf", "link", "summary"]
+RECEIVES: tuple[str, ...] = ("pdf", "link", "summary")
+
+# One asset for every plugin we build: no apprise worker pool (our own pool bounds
+# concurrency), and secure logging so apprise's own messages stay redacted.
+ASSET = apprise.AppriseAsset(async_mode=False, secure_logging=True)
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """One recipient of the report and the channels that reach them.
+
+    `urls` are apprise URLs, each its own delivery endpoint; `fallback` is tried when a
+    primary channel fails. The URLs are secret-bearing and kept out of `repr`.
+    """
+
+    id: str
+    name: str
+    urls: tuple[str, ...] = field(repr=False)
+    fallback: str | None = field(default=None, repr=False)
+    tags: tuple[str, ...] = ()
+    receives: Receives = "pdf"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A skipped subscriber entry: where it is and what is wrong (no secrets)."""
+
+    line: int
+    message: str
+    subscriber_id: str | None = None
+
+    def __str__(self) -> str:
+        who = f" ({self.subscriber_id})" if self.subscriber_id else ""
+        return f"line {self.line}{who}: {self.message}"
+
+
+@dataclass(frozen=True)
+class SubscriberList:
+    subscribers: list[Subscriber]
+    problems: list[Problem]
+
+
+def instantiate(url: str) -> Any | None:
+    """The apprise plugin for `url`, or None when apprise cannot use it."""
+    return apprise.Apprise.instantiate(url, asset=ASSET)
+
+
+def redact_url(url: str) -> str:
+    """A form of `url` safe for logs, errors and the ledger."""
+    plugin = instantiate(url)
+    if plugin is not None:
+        return plugin.url(privacy=True)
+    # Apprise cannot parse it, so we cannot tell secrets from the rest: keep the scheme.
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    return f"{scheme[:20]}://(redacted)" if scheme else "(redacted)"
+
+
+def channel_kind(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else "unknown"
+
+
+_SPLIT = re.compile(r"[/:@?&=#,;+\s]+")
+
+
+def scrub(text: str, urls: list[str | None] | tuple[str | None, ...]) -> str:
+    """Remove anything secret-looking from `urls` that appears verbatim in `text`.
+
+    Every URL fragment of 6+ characters that the privacy URL does not show (passwords,
+    tokens, webhook keys) is masked.
+    """
+    for url in urls:
+        if not url:
+            continue
+        shown = redact_url(url)
+        parts = urlsplit(url) if "://" in url else None
+        secrets = {p for p in _SPLIT.split(url) if len(p) >= 6 and p not in shown}
+        if parts is not None and parts.password:
+            secrets.add(parts.password)
+        for secret in sorted(secrets, key=len, reverse=True):
+            text = text.replace(secret, "****")
+    return text
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v for v in re.split(r"[\s;]+", value.strip()) if v]
+    if isinstance(value, list | tuple):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [str(value)]
+
+
+def _build(entry: Any, line: int, seen: set[str]) -> Subscriber | Problem:
+    if not isinstance(entry, dict):
+        return Problem(line, "entry is not a mapping of fields")
+    sid = str(entry.get("id") or "").strip()
+    name = str(entry.get("name") or "").strip()
+    urls = _as_list(entry.get("urls", entry.get("url")))
+    fallback = str(entry.get("fallback") or "").strip() or None
+    receives = str(entry.get("receives") or "pdf").strip().lower()
+    missing = [f for f, v in (("id", sid), ("name", name), ("url", urls)) if not v]
+    if missing:
+        return Problem(line, f"missing field(s): {', '.join(missing)}", sid or None)
+    if sid in seen:
+        return Problem(line, f"duplicate subscriber id {sid!r}", sid)
+    if receives not in RECEIVES:
+        return Problem(line, f"receives must be one of {', '.join(RECEIVES)}, got "
+                             f"{receives[:20]!r}", sid)
+    for label, url in [*(("url", u) for u in urls), ("fallback", fallback)]:
+        if url is not None and instantiate(url) is None:
+            return Problem(line, f"{label} {redact_url(url)} is not a usable apprise URL "
+                                 "(unknown scheme or missing/invalid parts)", sid)
+    seen.add(sid)
+    return Subscriber(id=sid, name=name, urls=tuple(urls), fallback=fallback,
+                      tags=tuple(_as_list(entry.get("tags"))), receives=receives)  # type: ignore[arg-type]
+
+
+def _yaml_entries(text: str) -> list[tuple[int, Any]]:
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    data = yaml.safe_load(text)
+    if root is None:
+        return []
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            if key.value == "subscribers":
+                root = value
+                break
+        data = data.get("subscribers") if isinstance(data, dict) else None
+    if not isinstance(root, yaml.SequenceNode) or not isinstance(data, list):
+        raise ValueError("expected a list of subscribers (or a `subscribers:` list)")
+    return [(node.start_mark.line + 1, item) for node, item in zip(root.value, data, strict=True)]
+
+
+def _csv_entries(text: str) -> list[tuple[int, Any]]:
+    entries = []
+    reader = csv.DictReader(text.splitlines(keepends=True), skipinitialspace=True)
+    for row in reader:
+        if not any(v.strip() for v in row.values() if isinstance(v, str)):
+            continue
+        clean = {(k or "").strip().lower(): (v.strip() if isinstance(v, str) else v)
+                 for k, v in row.items()}
+        # line_num is the physical line the row ended on: the row's line for one-line rows.
+        entries.append((reader.line_num, clean))
+    return entries
+
+
+def load_subscribers(path: str | Path) -> SubscriberList:
+    """Read a subscriber file (`.yaml`/`.yml` or `.csv`), skipping bad entries.
+
+    Args:
+        path: The subscriber file; its suffix picks the format.
+
+    Returns:
+        The usable subscribers, and one `Problem` (with its line number) per skipped entry.
+
+    Raises:
+        ValueError: The file as a whole cannot be read as a subscriber list.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".csv":
+            entries = _csv_entries(text)
+        else:
+            entries = _yaml_entries(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path.name}: not valid YAML{where}") from None
+    subscribers: list[Subscriber] = []
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for line, entry in entries:
+        built = _build(entry, line, seen)
+        (subscribers if isinstance(built, Subscriber) else problems).append(built)  # type: ignore[arg-type]
+    return SubscriberList(subscribers, problems)
+
+
+def outbox_subscriber(outbox_dir: str | Path) -> Subscriber:
+    """The built-in subscriber used when no subscriber file is set.
+
+    It "delivers" by writing each message (JSON) and the PDF into `outbox_dir`, through
+    the same apprise path and ledger as every real channel.
+    """
+    return Subscriber(id="outbox", name="Local outbox", urls=(outbox_url(outbox_dir),),
+                      tags=("local",), receives="pdf")
