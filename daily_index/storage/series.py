@@ -104,7 +104,7 @@ class KpiSeriesStore:
 
         def merge(current: bytes | None) -> bytes:
             nonlocal length
-            merged = _from_bytes(current, where) if current else {}
+            merged = _from_bytes(current, where) if current is not None else {}
             merged.update(incoming)
             length = len(merged)
             return _to_bytes(_to_table(merged))
@@ -134,3 +134,33 @@ class KpiSeriesStore:
     def archive_raw(self, kpi_id: str, day: date, payload: dict) -> None:
         body = json.dumps(payload, sort_keys=True, indent=1).encode()
         self.store.put(raw_key(kpi_id, day), body, content_type="application/json")
+
+
+def status_key(day: date) -> str:
+    return f"status/{day.isoformat()}.json"
+
+
+def record_fetch_status(store: ObjectStore, day: date, entries: dict[str, dict]) -> None:
+    """Merge per-KPI fetch results of a day into `status/<date>.json` (ok or failed + reason).
+
+    The report's data-quality section and the fan-in sensor read it to tell a KPI that
+    failed (and why) from one that simply has not run yet.
+    """
+    where = f"{store.description}, {status_key(day)}"
+
+    def merge(current: bytes | None) -> bytes:
+        merged: dict[str, dict] = {}
+        if current:
+            try:
+                merged = json.loads(current)
+            except ValueError:
+                raise StorageError(f"{where}: existing status is not JSON") from None
+        merged.update(entries)
+        return json.dumps(merged, sort_keys=True, indent=1).encode()
+
+    store.update(status_key(day), merge, content_type="application/json")
+
+
+def read_fetch_status(store: ObjectStore, day: date) -> dict[str, dict]:
+    data = store.read_bytes(status_key(day))
+    return json.loads(data) if data else {}

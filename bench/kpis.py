@@ -1,0 +1,234 @@
+"""Benchmark of the KPI step: N KPIs against a local stub with L ms latency.
+
+Runs, in one go and each in its own process (so peak RSS is its own) on a fresh
+SQLite-backed Dagster instance:
+  floor     one step yielding N materialisations that fetch and store nothing
+  ours      the real KPI multi-asset (concurrent fetch + Parquet upsert), local storage
+  ours-s3   the same against an S3-compatible server on 127.0.0.1 (moto server mode)
+  naive     N single-asset steps, each fetching and storing its KPI
+and `dagster definitions validate` on an N-KPI registry. Prints wall times, ratios to the
+floor and peak RSS.
+
+Usage: python bench/kpis.py [--kpis 200] [--latency-ms 50] [--skip naive]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DAY = "2026-11-20"
+
+
+class _Stub(BaseHTTPRequestHandler):
+    """Answers any n8n webhook POST with a valid KPIDataUpdate after the configured latency."""
+
+    latency_s = 0.05
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server API)
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        time.sleep(self.latency_s)
+        answer = json.dumps(
+            {
+                "schemaVersion": 2,
+                "traceId": body["traceId"],
+                "kpiId": body["kpiId"],
+                "timestamp": body["timestamp"],
+                "value": 100.0 + len(body["kpiId"]),
+                "unit": "USD",
+                "source": "bench-stub",
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def start_stub(latency_ms: float) -> tuple[ThreadingHTTPServer, str]:
+    _Stub.latency_s = latency_ms / 1000
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
+    server.daemon_threads = True
+    server.request_queue_size = 512
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
+
+
+def write_registry(path: Path, n: int) -> None:
+    lines = ["version: 1", "kpis:"]
+    for i in range(n):
+        lines += [
+            f"  - id: bench_kpi_{i:03d}",
+            f"    name: Bench KPI {i}",
+            "    description: Synthetic KPI for the benchmark.",
+            "    type: price",
+            "    unit: USD",
+            f"    source: {{kind: n8n, params: {{webhook: kpi/bench-{i}}}}}",
+            f"    metadata: {{source: stub, category: bench_{i % 8}}}",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def scenario(name: str, n: int, latency_ms: float, workdir: Path) -> dict:
+    """Run one scenario in this process; returns its figures."""
+    import dagster as dg
+
+    from daily_index.defs.kpis import build_kpi_assets
+    from daily_index.defs.partitions import daily_partitions
+    from daily_index.defs.resources import KpiSourcesResource, StorageResource
+    from daily_index.registry import load_registry
+
+    registry_file = workdir / "kpis.yaml"
+    kpis = load_registry(registry_file).enabled({})
+    stub, url = start_stub(latency_ms)
+    sources = KpiSourcesResource(n8n_base_url=url, concurrency=64, timeout_s=10)
+    storage = StorageResource(backend="local", local_dir=str(workdir / f"store-{name}"))
+    moto = None
+    if name == "ours-s3":
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        moto.start()
+        endpoint = f"http://127.0.0.1:{moto._server.server_port}"  # noqa: SLF001
+        boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id="bench", aws_secret_access_key="bench",
+        ).create_bucket(Bucket="bench")
+        storage = StorageResource(
+            backend="s3", bucket="bench", endpoint_url=endpoint, region_name="us-east-1",
+            access_key_id="bench", secret_access_key="bench",
+        )
+
+    if name == "floor":
+        specs = [dg.AssetSpec(["kpi", k.id], skippable=True) for k in kpis]
+
+        @dg.multi_asset(name="kpis", specs=specs, partitions_def=daily_partitions, can_subset=True)
+        def floor(context: dg.AssetExecutionContext):
+            for key in context.selected_asset_keys:
+                yield dg.MaterializeResult(asset_key=key)
+
+        assets = [floor]
+    elif name == "naive":
+        from daily_index.contract import partition_timestamp
+        from daily_index.sources import fetch_all
+        from daily_index.sources.base import FetchRequest
+        from daily_index.storage.series import SeriesRow
+
+        def one(kpi):
+            @dg.asset(key=["kpi", kpi.id], partitions_def=daily_partitions)
+            def single(context: dg.AssetExecutionContext, storage: StorageResource):
+                import datetime as dt
+
+                day = dt.date.fromisoformat(context.partition_key)
+                request = FetchRequest(kpi, day, day, f"trace-{kpi.id}", partition_timestamp(day))
+                outcome = fetch_all([request], sources.settings())[0]
+                update = outcome.update
+                storage.get_series().upsert(kpi.id, [SeriesRow(
+                    day, update.value, update.unit, update.source,
+                    dt.datetime.now(dt.UTC), update.trace_id)])
+                return dg.MaterializeResult(metadata={"value": update.value})
+
+            return single
+
+        assets = [one(k) for k in kpis]
+    else:
+        assets = [build_kpi_assets(kpis=kpis)]
+
+    with tempfile.TemporaryDirectory() as home:
+        instance = dg.DagsterInstance.local_temp(home)
+        started = time.perf_counter()
+        result = dg.materialize(
+            assets, instance=instance, partition_key=DAY,
+            resources={"sources": sources, "storage": storage}, raise_on_error=False,
+        )
+        wall = time.perf_counter() - started
+        events = len(instance.get_records_for_run(result.run_id, limit=100000).records)
+    stub.shutdown()
+    if moto is not None:
+        moto.stop()
+    return {
+        "scenario": name,
+        "wall_s": round(wall, 2),
+        "success": result.success,
+        "materialised": len(result.get_asset_materialization_events()),
+        "events": events,
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+    }
+
+
+def time_validate(workdir: Path) -> float:
+    env = {**os.environ, "DAILY_INDEX_KPIS_FILE": str(workdir / "kpis.yaml")}
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate"],
+        cwd=ROOT, env=env, check=True, capture_output=True,
+    )
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kpis", type=int, default=200)
+    parser.add_argument("--latency-ms", type=float, default=50)
+    parser.add_argument("--skip", action="append", default=[],
+                        help="scenario to skip (floor, ours, ours-s3, naive, validate)")
+    parser.add_argument("--scenario", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.scenario:
+        figures = scenario(args.scenario, args.kpis, args.latency_ms, Path(args.workdir))
+        print(json.dumps(figures))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="bench-kpis-") as tmp:
+        workdir = Path(tmp)
+        write_registry(workdir / "kpis.yaml", args.kpis)
+        print(f"{args.kpis} KPIs, {args.latency_ms:g} ms stub latency, SQLite instance, partition {DAY}")
+        results = {}
+        for name in ("floor", "ours", "ours-s3", "naive"):
+            if name in args.skip:
+                continue
+            out = subprocess.run(
+                [sys.executable, __file__, "--scenario", name, "--kpis", str(args.kpis),
+                 "--latency-ms", str(args.latency_ms), "--workdir", str(workdir)],
+                check=True, capture_output=True, text=True, cwd=ROOT,
+            )
+            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+            r = results[name]
+            print(f"  {name:<8} {r['wall_s']:>7.2f} s  {r['materialised']:>4} materialised  "
+                  f"{r['events']:>6} events  peak RSS {r['peak_rss_mb']:.0f} MB"
+                  + ("" if r["success"] else "  (RUN FAILED)"), flush=True)
+        floor = results.get("floor", {}).get("wall_s")
+        if floor:
+            for name in ("ours", "ours-s3", "naive"):
+                if name in results:
+                    print(f"  {name} / floor = {results[name]['wall_s'] / floor:.2f}x")
+        if "ours" in results and "naive" in results:
+            print(f"  naive / ours = {results['naive']['wall_s'] / results['ours']['wall_s']:.2f}x")
+        if "validate" not in args.skip:
+            print(f"  dagster definitions validate ({args.kpis} KPIs): {time_validate(workdir):.2f} s")
+
+
+if __name__ == "__main__":
+    main()

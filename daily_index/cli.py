@@ -1,0 +1,360 @@
+"""The `daily-index` command: run a day, list and validate KPIs, check the setup, demo.
+
+Exit codes (scripts may rely on them):
+  0  everything asked for succeeded
+  1  the run finished but some KPIs failed (the others are stored) or doctor found a problem
+  2  bad usage or configuration (the message says which setting)
+  3  the run failed as a whole (e.g. storage unreachable); nothing half-written remains
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from daily_index import progress
+from daily_index.registry import RegistryError, load_registry, registry_path
+
+EXIT_OK, EXIT_PARTIAL, EXIT_CONFIG, EXIT_FAILED = 0, 1, 2, 3
+DEFAULT_DAGSTER_HOME = ".dagster_home"
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def _parse_day(value: str | None) -> date:
+    if value is None:
+        return datetime.now(UTC).date()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a date as YYYY-MM-DD, got {value!r}") from None
+
+
+def _instance(ephemeral: bool):
+    import dagster as dg
+
+    if ephemeral:
+        return dg.DagsterInstance.ephemeral()
+    # Runs must land where `dagster dev` looks: the same DAGSTER_HOME.
+    home = os.environ.setdefault("DAGSTER_HOME", str(Path(DEFAULT_DAGSTER_HOME).resolve()))
+    Path(home).mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.get()
+
+
+def _fmt_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "missing"
+    if unit == "%":
+        return f"{value:,.4g} %"
+    if abs(value) >= 1000:
+        return f"{value:,.0f} {unit}".strip()
+    return f"{value:,.6g} {unit}".strip()
+
+
+def _fmt_change(now: float | None, before: float | None) -> str:
+    if now is None or before is None or before == 0:
+        return "–"
+    pct = (now - before) / abs(before) * 100
+    colour = "green" if pct > 0 else "red" if pct < 0 else "white"
+    return f"[{colour}]{pct:+.2f} %[/{colour}]"
+
+
+class _ProgressBars:
+    """Rich progress bars fed by daily_index.progress events."""
+
+    LABELS = {"fetch": "Fetching KPIs", "store": "Storing series", "charts": "Rendering charts",
+              "deliver": "Delivering"}
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = Progress(
+            TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]}"), TimeElapsedColumn(), console=err_console,
+            transient=False,
+        )
+        self.tasks: dict[str, int] = {}
+        self.failed: dict[str, int] = {}
+
+    def __call__(self, event: progress.Progress) -> None:
+        if not self.enabled:
+            return
+        if event.task not in self.tasks:
+            label = self.LABELS.get(event.task, event.task)
+            self.tasks[event.task] = self.bar.add_task(label, total=event.total, failed="")
+            self.failed[event.task] = 0
+        if not event.ok:
+            self.failed[event.task] += 1
+        failed = self.failed[event.task]
+        self.bar.update(
+            self.tasks[event.task], completed=event.done, total=event.total,
+            failed=f"[red]{failed} failed[/red]" if failed else "",
+        )
+
+    def __enter__(self):
+        if self.enabled:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+
+
+def _kpi_table(defs_env: Mapping[str, str], day: date, kpi_ids: list[str] | None,
+               title: str) -> tuple[Table, int]:
+    from daily_index.defs.resources import storage_from_env
+    from daily_index.registry import current_registry
+    from daily_index.storage.series import KpiSeriesStore, read_fetch_status
+
+    store = storage_from_env(defs_env).get_store()
+    series = KpiSeriesStore(store)
+    status = read_fetch_status(store, day)
+    kpis = current_registry().enabled(dict(defs_env))
+    if kpi_ids:
+        kpis = [k for k in kpis if k.id in kpi_ids]
+    table = Table(title=title, title_justify="left")
+    for column in ("KPI", "Value", "Δ 1 day", "Status"):
+        table.add_column(column, justify="right" if column in ("Value", "Δ 1 day") else "left")
+    failures = 0
+    for kpi in kpis:
+        frame = series.read(kpi.id, day - timedelta(days=1), day)
+        values = dict(zip(frame["date"], frame["value"], strict=True))
+        now, before = values.get(day), values.get(day - timedelta(days=1))
+        entry = status.get(kpi.id, {})
+        if now is not None:
+            state = "[green]ok[/green]"
+        else:
+            failures += 1
+            reason = entry.get("reason", "not fetched")
+            state = f"[red]failed[/red]: {reason}"
+        table.add_row(kpi.name, _fmt_value(now, kpi.unit), _fmt_change(now, before), state)
+    return table, failures
+
+
+def run_day(*, day: date, environ: Mapping[str, str], kpi_ids: list[str] | None,
+            show_progress: bool, ephemeral: bool, label: str = "") -> int:
+    """Materialise day D in-process; prints the KPI table; returns an exit code."""
+    import dagster as dg
+
+    from daily_index.definitions import build_definitions
+    from daily_index.defs.kpis import kpi_key
+    from daily_index.defs.resources import ConfigurationError
+
+    try:
+        defs = build_definitions(environ=environ)
+        job = defs.resolve_job_def("daily_kpis_job")
+    except (ConfigurationError, RegistryError) as exc:
+        err_console.print(f"[red]Configuration error:[/red] {exc}")
+        return EXIT_CONFIG
+    selection = [kpi_key(k) for k in kpi_ids] if kpi_ids else None
+    instance = _instance(ephemeral)
+    console.print(f"{label}Materialising KPIs for [bold]{day}[/bold] ...")
+    started = time.perf_counter()
+    with _ProgressBars(show_progress) as bars, progress.listening(bars):
+        result = job.execute_in_process(
+            partition_key=day.isoformat(), instance=instance, raise_on_error=False,
+            asset_selection=selection, tags={"trigger": "cli"},
+        )
+    elapsed = time.perf_counter() - started
+    materialised = len(result.get_asset_materialization_events())
+    try:
+        table, failures = _kpi_table(environ, day, kpi_ids, f"{label}KPIs for {day}")
+    except Exception as exc:  # storage unreachable: report the run's own error below
+        table, failures = None, -1
+        err_console.print(f"[red]Cannot read back the stored KPIs:[/red] {exc}")
+    if table is not None:
+        console.print(table)
+    console.print(f"{materialised} KPIs stored in {elapsed:.1f} s (run {result.run_id}).")
+    if result.success:
+        return EXIT_OK
+    failure = next(
+        (e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE), None
+    )
+    if failure is not None and materialised == 0:
+        message = failure.step_failure_data.error.message if failure.step_failure_data.error else ""
+        err_console.print(f"[red]Run failed:[/red] {message.strip()}")
+        return EXIT_FAILED
+    err_console.print(f"[yellow]{failures} KPI(s) failed; the others were stored.[/yellow]")
+    return EXIT_PARTIAL
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Daily Index Tracker: collect market KPIs, store their history, build the daily report."""
+
+
+@main.command()
+@click.option("--date", "day", metavar="YYYY-MM-DD", help="The day to run (default: today, UTC).")
+@click.option("--kpi", "kpi_ids", multiple=True, metavar="ID", help="Only these KPIs (repeatable).")
+@click.option("--no-progress", is_flag=True, help="No progress bars (e.g. in cron logs).")
+def run(day: str | None, kpi_ids: tuple[str, ...], no_progress: bool) -> None:
+    """Materialise one day in-process and print the KPI table."""
+    code = run_day(
+        day=_parse_day(day), environ=os.environ, kpi_ids=list(kpi_ids) or None,
+        show_progress=not no_progress, ephemeral=False,
+    )
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--date", "day", metavar="YYYY-MM-DD",
+              help="The day to replay (default: the last recorded day).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the demo's data here (default: a temporary folder).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def demo(day: str | None, out_dir: str | None, no_progress: bool) -> None:
+    """The same run on bundled recorded responses served on 127.0.0.1 (no network, no keys)."""
+    from daily_index.replay import DEMO_DAY, ReplayServer
+
+    target = _parse_day(day) if day else DEMO_DAY
+    folder = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="daily-index-demo-"))
+    banner = "[bold magenta]DEMO DATA[/bold magenta] "
+    with ReplayServer() as server:
+        # The demo owns its process: clear real settings so nothing leaves 127.0.0.1.
+        for key in [k for k in os.environ if k.startswith("DAILY_INDEX_") or k == "FRED_API_KEY"]:
+            os.environ.pop(key)
+        os.environ.update(demo_environment(server, folder, today=DEMO_DAY))
+        env = os.environ
+        console.print(
+            f"{banner}recorded responses replayed from {server.url}; storing into {folder}"
+        )
+        code = run_day(day=target, environ=env, kpi_ids=None,
+                       show_progress=not no_progress, ephemeral=True, label=banner)
+    console.print(f"{banner}data kept in {folder}")
+    sys.exit(code)
+
+
+def demo_environment(server, folder: Path, *, today: date) -> dict[str, str]:
+    """Settings that point every source at the replay server and storage at `folder`."""
+    from daily_index.defs.resources import BASE_URL_ENV
+
+    env = {BASE_URL_ENV[family]: url for family, url in server.base_urls().items()}
+    env.update(
+        {
+            "DAILY_INDEX_STORAGE": "local",
+            "DAILY_INDEX_DATA_DIR": str(folder / "store"),
+            "DAILY_INDEX_N8N_BASE_URL": server.n8n_base_url,
+            "FRED_API_KEY": "demo-key-not-secret",
+            "DAILY_INDEX_TODAY": today.isoformat(),
+            "DAILY_INDEX_DEMO": "1",
+        }
+    )
+    return env
+
+
+@main.group()
+def kpis() -> None:
+    """Inspect the KPI registry."""
+
+
+@kpis.command("list")
+def kpis_list() -> None:
+    """List the registry's KPIs and whether each is enabled here."""
+    try:
+        registry = load_registry()
+    except RegistryError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        sys.exit(EXIT_CONFIG)
+    table = Table(title=f"{registry_path()} (version {registry.version})", title_justify="left")
+    for column in ("id", "name", "type", "unit", "source", "group", "enabled"):
+        table.add_column(column)
+    for kpi in registry.kpis:
+        if kpi.is_enabled():
+            enabled = "[green]yes[/green]"
+        elif not kpi.active:
+            enabled = "no (inactive)"
+        else:
+            enabled = f"no (needs {kpi.requires_env})"
+        table.add_row(kpi.id, kpi.name, kpi.type, kpi.unit, kpi.source.kind, kpi.group, enabled)
+    console.print(table)
+
+
+@kpis.command("validate")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+def kpis_validate(file: str | None) -> None:
+    """Validate a registry file (default: the one in use)."""
+    path = Path(file) if file else registry_path()
+    try:
+        registry = load_registry(path)
+    except RegistryError as exc:
+        err_console.print(f"[red]Invalid registry[/red]\n{exc}")
+        sys.exit(EXIT_CONFIG)
+    enabled = len(registry.enabled())
+    console.print(
+        f"[green]OK[/green] {path}: version {registry.version}, {len(registry.kpis)} KPIs "
+        f"({enabled} enabled here)"
+    )
+
+
+@main.command()
+def doctor() -> None:
+    """Check the configuration and what is reachable; never prints a secret."""
+    from daily_index.defs.resources import ConfigurationError, sources_from_env, storage_from_env
+
+    problems = 0
+    table = Table(title="daily-index doctor", title_justify="left", show_header=False)
+    table.add_column("check")
+    table.add_column("result")
+
+    def row(name: str, ok: bool | None, detail: str) -> None:
+        nonlocal problems
+        mark = "[green]ok[/green]" if ok else ("[yellow]off[/yellow]" if ok is None else
+                                               "[red]problem[/red]")
+        problems += ok is False
+        table.add_row(name, f"{mark}  {detail}")
+
+    env = os.environ
+    try:
+        registry = load_registry()
+        row("KPI registry", True, f"{registry_path()} v{registry.version}: "
+            f"{len(registry.enabled())}/{len(registry.kpis)} KPIs enabled")
+    except RegistryError as exc:
+        row("KPI registry", False, str(exc).splitlines()[0])
+    try:
+        store = storage_from_env(env).get_store()
+        try:
+            store.check()
+            row("storage", True, f"{store.description} reachable and writable")
+        except Exception as exc:
+            row("storage", False, str(exc))
+    except ConfigurationError as exc:
+        row("storage", False, str(exc))
+    try:
+        sources = sources_from_env(env)
+        row("n8n", True if sources.n8n_base_url else None,
+            sources.n8n_base_url or "not configured (DAILY_INDEX_N8N_BASE_URL); n8n KPIs off")
+        row("n8n auth", True if env.get("DAILY_INDEX_N8N_AUTH_VALUE") else None,
+            f"header {sources.n8n_auth_header} set (value hidden)" if sources.n8n_auth_header
+            else "no webhook authentication")
+        row("FRED", True if env.get("FRED_API_KEY") else None,
+            "key set (hidden)" if env.get("FRED_API_KEY") else "no FRED_API_KEY; macro KPIs off")
+        overrides = ", ".join(sorted(sources.base_urls)) or "none (public endpoints)"
+        row("source URLs", True, f"overridden: {overrides}")
+    except ConfigurationError as exc:
+        row("sources", False, str(exc))
+    home = env.get("DAGSTER_HOME") or f"{DEFAULT_DAGSTER_HOME} (default of `daily-index run`)"
+    row("Dagster instance", True, f"DAGSTER_HOME={home}")
+    for extra in _doctor_extras(env):
+        row(*extra)
+    console.print(table)
+    sys.exit(EXIT_PARTIAL if problems else EXIT_OK)
+
+
+def _doctor_extras(env: Mapping[str, str]) -> list[tuple[str, bool | None, str]]:
+    """Checks of the report side (LLM, subscribers); empty until those parts are wired."""
+    return []
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The one entry point: builds the Definitions from the registry and the environment.
+
+Cross-cutting policy (owners, the run retry policy) is applied here once. The environment
+is read when the code location loads (`@dg.definitions`), never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import dagster as dg
+
+from daily_index.defs.automation import build_daily_kpis_schedule, daily_kpis_job, schedule_settings
+from daily_index.defs.kpis import build_kpi_assets
+from daily_index.defs.resources import build_resources
+from daily_index.registry import Registry, current_registry
+
+OWNERS = ["team:daily-index"]
+
+
+def build_definitions(
+    *, registry: Registry | None = None, environ: Mapping[str, str] | None = None
+) -> dg.Definitions:
+    env = os.environ if environ is None else environ
+    registry = registry or current_registry()
+    kpis = registry.enabled(dict(env))
+    assets = [build_kpi_assets(kpis=kpis)]
+    assets = [a.map_asset_specs(lambda spec: spec.replace_attributes(owners=OWNERS)) for a in assets]
+    return dg.Definitions(
+        assets=assets,
+        jobs=[daily_kpis_job],
+        schedules=[build_daily_kpis_schedule(**schedule_settings(env))],
+        resources=build_resources(env),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

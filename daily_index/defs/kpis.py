@@ -1,0 +1,216 @@
+"""The KPI assets: one asset key per active KPI (`kpi/<id>`), all fetched in ONE step.
+
+A step per KPI would cost Dagster's per-step overhead 200 times over (see DESIGN.md); one
+multi-asset that fetches concurrently costs about one materialisation event per KPI.
+Selecting a subset (re-run one KPI) works because the multi-asset can subset, and a range
+of days in one run works because the backfill policy is single-run and the step fetches
+every day of its range.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
+
+import dagster as dg
+
+from daily_index import progress
+from daily_index.contract import KPIDataUpdate, KPIErrorUpdate, partition_timestamp
+from daily_index.defs.partitions import daily_partitions
+from daily_index.defs.resources import KpiSourcesResource, StorageResource
+from daily_index.registry import KpiSpec
+from daily_index.sources import FetchOutcome, fetch_all
+from daily_index.sources.base import FetchRequest
+from daily_index.storage.series import KpiSeriesStore, SeriesRow, record_fetch_status
+
+KPI_PREFIX = "kpi"
+
+
+def kpi_key(kpi_id: str) -> dg.AssetKey:
+    return dg.AssetKey([KPI_PREFIX, kpi_id])
+
+
+def _spec_for(kpi: KpiSpec) -> dg.AssetSpec:
+    limits = kpi.analysis_config.alert_thresholds
+    return dg.AssetSpec(
+        key=kpi_key(kpi.id),
+        group_name=kpi.group,
+        description=f"**{kpi.name}** ({kpi.unit or 'no unit'}). {kpi.description}",
+        skippable=True,
+        kinds={"parquet"},
+        tags={"kpi_type": kpi.type, "source_kind": kpi.source.kind},
+        metadata={
+            "kpi_id": kpi.id,
+            "source": kpi.metadata.source,
+            "unit": kpi.unit,
+            "chart_type": kpi.analysis_config.chart_type,
+            "threshold_high": limits.high,
+            "threshold_low": limits.low,
+        },
+    )
+
+
+def _materialization(kpi: KpiSpec, good: list[FetchOutcome]) -> dg.MaterializeResult:
+    latest = max(good, key=lambda o: o.request.day)
+    update = latest.update
+    assert isinstance(update, KPIDataUpdate)
+    metadata: dict[str, object] = {
+        "value": dg.MetadataValue.float(update.value),
+        "unit": kpi.unit,
+        "source": update.source or kpi.metadata.source,
+        "fetched_at": dg.MetadataValue.timestamp(time.time()),
+        "latency_ms": dg.MetadataValue.float(round(latest.latency_ms, 1)),
+        "trace_id": update.trace_id,
+    }
+    if len(good) > 1:
+        metadata["days_stored"] = len(good)
+        metadata["first_day"] = min(o.request.day for o in good).isoformat()
+        metadata["last_day"] = latest.request.day.isoformat()
+    return dg.MaterializeResult(asset_key=kpi_key(kpi.id), metadata=metadata)
+
+
+def _store_kpi(series: KpiSeriesStore, kpi: KpiSpec, good: list[FetchOutcome]) -> None:
+    fetched_at = datetime.now(UTC)
+    rows = []
+    for outcome in good:
+        update = outcome.update
+        assert isinstance(update, KPIDataUpdate)
+        # Archive first: the series row is what makes the value visible downstream.
+        series.archive_raw(kpi.id, outcome.request.day, update.to_wire())
+        rows.append(
+            SeriesRow(
+                day=outcome.request.day,
+                value=update.value,
+                unit=update.unit or kpi.unit,
+                source=update.source or kpi.metadata.source,
+                fetched_at=fetched_at,
+                trace_id=update.trace_id,
+            )
+        )
+    series.upsert(kpi.id, rows)
+
+
+def _days(context: dg.AssetExecutionContext) -> list[date]:
+    return [date.fromisoformat(key) for key in context.partition_keys]
+
+
+def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
+    """One multi-asset producing `kpi/<id>` for every KPI given (the enabled ones)."""
+    by_key = {kpi_key(k.id): k for k in kpis}
+
+    @dg.multi_asset(
+        name="kpis",
+        specs=[_spec_for(k) for k in kpis],
+        partitions_def=daily_partitions,
+        can_subset=True,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        op_tags={"daily_index/concern": "kpis"},
+    )
+    def kpis_asset(
+        context: dg.AssetExecutionContext,
+        sources: KpiSourcesResource,
+        storage: StorageResource,
+    ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+        """Fetch every selected KPI for every day of the partition range, concurrently."""
+        selected = [by_key[key] for key in sorted(context.selected_asset_keys) if key in by_key]
+        days = _days(context)
+        today = sources.today_date() or datetime.now(UTC).date()
+        requests = [
+            FetchRequest(
+                spec=kpi,
+                day=day,
+                today=today,
+                trace_id=uuid.uuid4().hex,
+                timestamp=partition_timestamp(day),
+            )
+            for kpi in selected
+            for day in days
+        ]
+        store = storage.get_store()
+        store.check()
+        series = KpiSeriesStore(store)
+        context.log.info(
+            f"Fetching {len(selected)} KPIs x {len(days)} day(s) = {len(requests)} requests "
+            f"(concurrency {sources.concurrency}); storing to {store.description}"
+        )
+        done = 0
+
+        def on_done(outcome: FetchOutcome) -> None:
+            nonlocal done
+            done += 1
+            ok = isinstance(outcome.update, KPIDataUpdate)
+            progress.emit("fetch", done, len(requests), outcome.request.spec.id, ok)
+
+        outcomes = fetch_all(requests, sources.settings(), on_done=on_done)
+
+        good: dict[str, list[FetchOutcome]] = defaultdict(list)
+        bad: dict[str, list[FetchOutcome]] = defaultdict(list)
+        for outcome in outcomes:
+            target = good if isinstance(outcome.update, KPIDataUpdate) else bad
+            target[outcome.request.spec.id].append(outcome)
+
+        stored = 0
+        with ThreadPoolExecutor(max_workers=max(1, min(16, sources.concurrency))) as pool:
+            futures = {
+                kpi.id: pool.submit(_store_kpi, series, kpi, good[kpi.id])
+                for kpi in selected
+                if good[kpi.id]
+            }
+            for kpi_id, future in futures.items():
+                future.result()  # a storage failure fails the run, naming the store
+                stored += 1
+                progress.emit("store", stored, len(futures), kpi_id)
+
+        statuses: dict[date, dict[str, dict]] = defaultdict(dict)
+        for outcome in outcomes:
+            update = outcome.update
+            entry: dict[str, object] = {"trace_id": update.trace_id, "at": time.time()}
+            if isinstance(update, KPIErrorUpdate):
+                entry |= {"status": "failed", "reason": update.error, "code": update.error_code}
+            else:
+                entry |= {"status": "ok", "value": update.value}
+            statuses[outcome.request.day][outcome.request.spec.id] = entry
+        for day, entries in statuses.items():
+            record_fetch_status(store, day, entries)
+
+        for kpi in selected:
+            if good[kpi.id]:
+                yield _materialization(kpi, good[kpi.id])
+        for kpi in selected:
+            for outcome in bad[kpi.id]:
+                update = outcome.update
+                assert isinstance(update, KPIErrorUpdate)
+                yield dg.AssetObservation(
+                    asset_key=kpi_key(kpi.id),
+                    partition=outcome.request.day.isoformat(),
+                    metadata={
+                        "fetch_status": "failed",
+                        "error": update.error,
+                        "error_code": update.error_code or "",
+                        "trace_id": update.trace_id,
+                        "attempts": outcome.attempts,
+                    },
+                )
+
+        failed = {kpi_id: items for kpi_id, items in bad.items() if items}
+        if failed:
+            lines = [
+                f"kpi/{kpi_id} {o.request.day}: {o.update.error}"  # type: ignore[union-attr]
+                for kpi_id, items in sorted(failed.items())
+                for o in items
+            ]
+            raise dg.Failure(
+                description=(
+                    f"{len(failed)} of {len(selected)} KPIs failed; the others were stored.\n"
+                    + "\n".join(lines[:50])
+                    + (f"\n... and {len(lines) - 50} more" if len(lines) > 50 else "")
+                ),
+                metadata={"failed_kpis": sorted(failed), "stored_kpis": len(futures)},
+                allow_retries=False,
+            )
+
+    return kpis_asset
