@@ -1,0 +1,258 @@
+"""The one HTTP call every source makes: timeouts, bounded retries, readable failures.
+
+Retries (exponential backoff with jitter, via tenacity) cover what a second try can fix:
+connection errors, timeouts, 5xx and 429. A 429 or 503 carrying `Retry-After` waits what the
+server asked, capped by `settings.backoff_max_s`. Other 4xx fail at once: asking again with
+the same request gets the same answer.
+
+Every failure becomes a `SourceError` whose reason names the host and path (never the query
+string, where API keys live) and what went wrong, in words an operator can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+from tenacity.wait import wait_base
+
+from daily_index.sources.base import SourceSettings
+
+_API_KEY_RE = re.compile(r"(api_key=)[^&\s'\"]*", re.IGNORECASE)
+
+
+class SourceError(Exception):
+    """A per-KPI failure with a reason a person can act on; becomes a KPIErrorUpdate."""
+
+    def __init__(self, reason: str, code: str, *, retryable: bool = False, **metadata: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.retryable = retryable
+        self.metadata = metadata
+
+
+class _RetryableError(Exception):
+    """An attempt that failed in a way another attempt may fix (internal to the retry loop)."""
+
+    def __init__(self, kind: str, *, response: httpx.Response | None = None, detail: str = ""):
+        super().__init__(kind)
+        self.kind = kind
+        self.response = response
+        self.detail = detail
+
+
+def redact(text: str, secrets: tuple[str | None, ...] = ()) -> str:
+    """Remove API keys from a URL or message: `api_key=` values and any known secret."""
+    text = _API_KEY_RE.sub(r"\1***", text)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def where(url: httpx.URL | str) -> str:
+    """`host[:port]/path` of a URL: enough to find the endpoint, never the query string."""
+    parsed = httpx.URL(str(url))
+    host = parsed.host + (f":{parsed.port}" if parsed.port else "")
+    return f"{host}{parsed.path}"
+
+
+def retry_after_s(response: httpx.Response) -> float | None:
+    """Seconds asked by a `Retry-After` header (delta-seconds or an HTTP date), if any."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+def describe_body(response: httpx.Response) -> str:
+    """A short, safe description of a body that is not the JSON we wanted."""
+    text = response.text.strip()
+    if not text:
+        return "the body is empty"
+    head = text[:200].lower()
+    if head.startswith("<!doctype html") or "<html" in head or "<body" in head:
+        return "looks like an HTML page"
+    snippet = text[:60].replace("\n", " ")
+    return f"starts with {snippet!r}"
+
+
+def _api_message(response: httpx.Response) -> str:
+    """The API's own error text, from the usual fields of a JSON error body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return describe_body(response)
+    if isinstance(body, dict):
+        nested = body.get("status") if isinstance(body.get("status"), dict) else {}
+        for key in ("error_message", "msg", "message", "error"):
+            for holder in (body, nested):
+                value = holder.get(key)
+                if isinstance(value, str) and value:
+                    return value[:200]
+    return json.dumps(body)[:120]
+
+
+class _WaitRetryAfter(wait_base):
+    """Honour the server's Retry-After when it sent one, else exponential backoff + jitter."""
+
+    def __init__(self, settings: SourceSettings) -> None:
+        self._max = settings.backoff_max_s
+        self._backoff = wait_exponential_jitter(
+            initial=settings.backoff_base_s,
+            max=settings.backoff_max_s,
+            jitter=settings.backoff_base_s,
+        )
+
+    def __call__(self, retry_state: Any) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, _RetryableError) and exc.response is not None:
+            asked = retry_after_s(exc.response)
+            if asked is not None:
+                return min(asked, self._max)
+        return min(self._backoff(retry_state), self._max)
+
+
+@dataclass
+class Http:
+    """One KPI's HTTP calls on the batch's shared client; counts the attempts made."""
+
+    client: httpx.AsyncClient
+    settings: SourceSettings
+    attempts: int = 0
+    secrets: tuple[str | None, ...] = field(default=())
+
+    async def get_json(
+        self,
+        url: str,
+        *,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        return await self.request_json("GET", url, params=params, headers=headers)
+
+    async def post_json(self, url: str, body: Any, *, headers: dict[str, str] | None = None) -> Any:
+        return await self.request_json("POST", url, json_body=body, headers=headers)
+
+    async def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Call the endpoint with retries and return the decoded JSON body.
+
+        Raises:
+            SourceError: the call failed for good (after retries where they make sense), or
+                the body is not JSON.
+        """
+        settings = self.settings
+        request = self.client.build_request(
+            method, url, params=params, json=json_body, headers=headers
+        )
+        place = where(request.url)
+        attempts_before = self.attempts
+
+        async def attempt() -> httpx.Response:
+            self.attempts += 1
+            try:
+                response = await self.client.send(request)
+            except httpx.TimeoutException as exc:
+                raise _RetryableError("timeout", detail=type(exc).__name__) from None
+            except httpx.TransportError as exc:
+                detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                raise _RetryableError("connection", detail=detail) from None
+            if response.status_code == 429 or response.status_code >= 500:
+                raise _RetryableError("status", response=response)
+            return response
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(max(1, settings.max_attempts)),
+            wait=_WaitRetryAfter(settings),
+            retry=retry_if_exception(lambda exc: isinstance(exc, _RetryableError)),
+            reraise=True,
+        )
+        try:
+            response = await retrying(attempt)
+        except _RetryableError as exc:
+            tries = self.attempts - attempts_before
+            raise self._final_error(exc, place, tries) from None
+
+        if response.status_code >= 400:
+            message = redact(_api_message(response), self.secrets)
+            raise SourceError(
+                f"HTTP {response.status_code} from {place}: {message}",
+                "http_error",
+                retryable=False,
+                status=response.status_code,
+            )
+        try:
+            return json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            raise SourceError(
+                f"response from {place} is not JSON ({describe_body(response)})",
+                "invalid_json",
+                retryable=False,
+                status=response.status_code,
+            ) from None
+
+    def _final_error(self, exc: _RetryableError, place: str, tries: int) -> SourceError:
+        plural = "attempt" if tries == 1 else "attempts"
+        if exc.kind == "timeout":
+            return SourceError(
+                f"timed out after {_seconds(self.settings.timeout_s)} waiting for {place} "
+                f"({tries} {plural})",
+                "timeout",
+                retryable=True,
+            )
+        if exc.kind == "connection":
+            return SourceError(
+                f"could not reach {place} after {tries} {plural} "
+                f"({redact(exc.detail, self.secrets)})",
+                "connection_error",
+                retryable=True,
+            )
+        response = exc.response
+        assert response is not None
+        status = response.status_code
+        label = " (rate limited)" if status == 429 else ""
+        extra = ""
+        if describe_body(response) == "looks like an HTML page":
+            extra = "; the body looks like an HTML page"
+        return SourceError(
+            f"HTTP {status}{label} from {place} after {tries} {plural}{extra}",
+            "rate_limited" if status == 429 else "http_error",
+            retryable=True,
+            status=status,
+        )
