@@ -143,7 +143,7 @@ def _error_text(result: apprise.AppriseResult) -> str:
     return text[:500]
 
 
-def _send_one(url: str, message: _Message, pacer: _Pacer, timeout: float) -> str | None:
+def _send_one(url: str, message: _Message, pacer: _Pacer) -> str | None:
     """Send through one apprise URL; None on success, else a secret-free reason."""
     plugin = instantiate(url)
     if plugin is None:
@@ -153,8 +153,7 @@ def _send_one(url: str, message: _Message, pacer: _Pacer, timeout: float) -> str
     notifier.add(plugin)
     attach = apprise.AppriseAttachment(str(message.pdf)) if message.pdf else None
     try:
-        result = notifier.notify(body=message.body, title=message.title, attach=attach,
-                                 timeout=timeout)
+        result = notifier.notify(body=message.body, title=message.title, attach=attach)
     except Exception as exc:  # a plugin bug must not stop the other 4,999 endpoints
         return scrub(f"{type(exc).__name__}: {exc}", [url])[:500]
     return None if result else scrub(_error_text(result), [url])
@@ -173,7 +172,6 @@ def deliver(
     on_progress: Callable[[int, int], None] | None = None,
     stop_after: int | None = None,
     flush_every: int = 250,
-    send_timeout: float = 60.0,
 ) -> DeliverySummary:
     """Send the report to every endpoint not yet served today, recording each in the ledger.
 
@@ -192,7 +190,6 @@ def deliver(
         stop_after: Stop starting new sends after this many endpoints finished (the rest
             stay pending for the next run), as if the run were interrupted.
         flush_every: Write the ledger to the store after this many results.
-        send_timeout: Seconds one apprise call may take before it counts as failed.
 
     Returns:
         Counts for this run.
@@ -238,11 +235,11 @@ def deliver(
         message = messages[ep.subscriber.receives]
         begun = now_utc()
         journal.start(ep.endpoint_id, begun)
-        error = _send_one(ep.url, message, pacer, send_timeout)
+        error = _send_one(ep.url, message, pacer)
         via_fallback = False
         fallback = ep.subscriber.fallback
         if error is not None and fallback:
-            fallback_error = _send_one(fallback, message, pacer, send_timeout)
+            fallback_error = _send_one(fallback, message, pacer)
             if fallback_error is None:
                 error, via_fallback = None, True
             else:

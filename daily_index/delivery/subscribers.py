@@ -23,9 +23,13 @@ from daily_index.delivery.outbox import outbox_url
 Receives = Literal["pdf", "link", "summary"]
 RECEIVES: tuple[str, ...] = ("pdf", "link", "summary")
 
-# One asset for every plugin we build: no apprise worker pool (our own pool bounds
-# concurrency), and secure logging so apprise's own messages stay redacted.
-ASSET = apprise.AppriseAsset(async_mode=False, secure_logging=True)
+# One asset for every plugin we build. async_mode off and no service_timeout keep each
+# send inline in the calling thread: with a timeout, apprise hands every call to its own
+# shared pool of min(32, cpus + 4) workers, which capped us at 6 sends in flight on 2 cores
+# whatever our own concurrency. Slow receivers are bounded by the plugins' socket
+# timeouts instead (URL options cto= and rto=, 4 s each by default). Secure logging keeps
+# apprise's own messages redacted.
+ASSET = apprise.AppriseAsset(async_mode=False, secure_logging=True, service_timeout=0)
 
 
 @dataclass(frozen=True)
