@@ -38,7 +38,12 @@ class ContractModel(BaseModel):
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON-ready camelCase form, extra fields included."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        wire = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        # exclude_none is for our optional fields; an unknown field sent as null is kept.
+        for key, value in (self.model_extra or {}).items():
+            if value is None:
+                wire[key] = None
+        return wire
 
 
 def _utc_timestamp(value: str) -> str:
@@ -48,7 +53,11 @@ def _utc_timestamp(value: str) -> str:
         raise ValueError(f"expected an ISO 8601 timestamp, got {value!r}") from None
     if parsed.tzinfo is None:
         raise ValueError(f"timestamp {value!r} has no timezone; expected UTC (e.g. ...Z)")
-    return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    try:
+        in_utc = parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"timestamp {value!r} is out of range once converted to UTC") from None
+    return in_utc.isoformat().replace("+00:00", "Z")
 
 
 class IndividualKPITrigger(ContractModel):
@@ -83,9 +92,13 @@ class KPIDataUpdate(ContractModel):
     def _finite(cls, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"expected a JSON number, got {type(value).__name__}")
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ValueError("value is too large for a 64-bit float") from None
+        if not math.isfinite(number):
             raise ValueError(f"value must be a finite number, got {value!r}")
-        return float(value)
+        return number
 
     @property
     def day(self) -> date:
@@ -119,7 +132,8 @@ def upgrade(payload: dict[str, Any]) -> dict[str, Any]:
     """Bring an older wire payload up to the current schema version (a copy; extras kept)."""
     data = dict(payload)
     version = data.get("schemaVersion", 1)
-    if version == 1:
+    # `True == 1` in Python; a boolean is not a version number and must fail validation.
+    if version == 1 and not isinstance(version, bool):
         # v1 nested the value as data: {value, unit} and named the error `errorMessage`.
         nested = data.pop("data", None)
         if isinstance(nested, dict):
@@ -138,7 +152,11 @@ def upgrade(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _describe(value: Any) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    try:
+        text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    except (ValueError, TypeError, RecursionError):
+        # e.g. an int beyond Python's digit limit or a non-string key: name the type instead.
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
