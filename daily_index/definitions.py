@@ -12,7 +12,11 @@ from collections.abc import Mapping
 import dagster as dg
 
 from daily_index.defs.automation import build_daily_kpis_schedule, daily_kpis_job, schedule_settings
+from daily_index.defs.analysis import build_analysis_asset
+from daily_index.defs.charts import build_charts_asset
+from daily_index.defs.delivery import build_delivery_asset
 from daily_index.defs.kpis import build_kpi_assets
+from daily_index.defs.report import build_pdf_asset
 from daily_index.defs.resources import build_resources
 from daily_index.registry import Registry, current_registry
 
@@ -25,7 +29,13 @@ def build_definitions(
     env = os.environ if environ is None else environ
     registry = registry or current_registry()
     kpis = registry.enabled(dict(env))
-    assets = [build_kpi_assets(kpis=kpis)]
+    assets = [
+        build_kpi_assets(kpis=kpis),
+        build_charts_asset(kpis=kpis),
+        build_analysis_asset(kpis=kpis),
+        build_pdf_asset(kpis=kpis),
+        build_delivery_asset(),
+    ]
     assets = [a.map_asset_specs(lambda spec: spec.replace_attributes(owners=OWNERS)) for a in assets]
     return dg.Definitions(
         assets=assets,

@@ -4,9 +4,14 @@ The daily schedule materialises the day's KPI partition at 12:00 UTC (cron and t
 configurable). The report side (fan-in sensor, alerting) hangs off the same jobs.
 """
 
-from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 
@@ -46,3 +51,415 @@ def schedule_settings(environ: Mapping[str, str]) -> dict[str, str]:
         "cron": environ.get("DAILY_INDEX_SCHEDULE_CRON", DEFAULT_CRON),
         "timezone": environ.get("DAILY_INDEX_SCHEDULE_TZ", DEFAULT_TIMEZONE),
     }
+
+
+# --- The report fan-in sensor ----------------------------------------------------------------
+
+daily_report_job = dg.define_asset_job(
+    name="daily_report_job",
+    selection=dg.AssetSelection.key_prefixes(["report"]),
+    partitions_def=daily_partitions,
+    description="Build and deliver one day's report (charts, analysis, PDF, delivery).",
+)
+
+REPORT_SENSOR_NAME = "report_fanin_sensor"
+REPORT_TAG = "daily_index/report"
+MISSING_TAG = "daily_index/missing"
+# Dagster's own run tags: the daemon skips a request whose run key already ran for the sensor.
+RUN_KEY_TAG = "dagster/run_key"
+SENSOR_NAME_TAG = "dagster/sensor_name"
+PARTITION_TAG = "dagster/partition"
+MISSING_TAG_MAX_CHARS = 500
+_CURSOR_VERSION = 1
+_ACTIVE_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+_SIMPLE_DAILY_CRON = re.compile(r"^\s*(\d{1,2})\s+(\d{1,2})\s+\*\s+\*\s+\*\s*$")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class FaninSettings:
+    """When a day's KPIs are due and how long the report waits for stragglers.
+
+    The day D is scheduled at `schedule_hour:schedule_minute` in `timezone` on D. Missing KPIs
+    are re-requested at scheduled + retry_base_minutes * 2**(k-1) for attempt k, and at
+    scheduled + deadline_minutes the report goes out partial.
+    """
+
+    schedule_hour: int = 12
+    schedule_minute: int = 0
+    timezone: str = DEFAULT_TIMEZONE
+    deadline_minutes: int = 120
+    lookback_days: int = 3
+    retry_base_minutes: int = 15
+    max_retries: int = 3
+    amend_after_partial: bool = False
+    minimum_interval_seconds: int = 60
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.schedule_hour <= 23 or not 0 <= self.schedule_minute <= 59:
+            problems.append(
+                f"schedule time {self.schedule_hour}:{self.schedule_minute} is not a time of day"
+            )
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(f"timezone {self.timezone!r} is not a known IANA timezone")
+        if self.deadline_minutes < 1:
+            problems.append(f"deadline_minutes must be >= 1, got {self.deadline_minutes}")
+        if self.lookback_days < 1:
+            problems.append(f"lookback_days must be >= 1, got {self.lookback_days}")
+        if self.retry_base_minutes < 1:
+            problems.append(f"retry_base_minutes must be >= 1, got {self.retry_base_minutes}")
+        if self.max_retries < 0:
+            problems.append(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.minimum_interval_seconds < 1:
+            problems.append(
+                f"minimum_interval_seconds must be >= 1, got {self.minimum_interval_seconds}"
+            )
+        if problems:
+            raise ValueError("report fan-in settings: " + "; ".join(problems))
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def scheduled_at(self, day: date) -> datetime:
+        return datetime.combine(day, time(self.schedule_hour, self.schedule_minute), self.tz)
+
+    def deadline(self, day: date) -> datetime:
+        return self.scheduled_at(day) + timedelta(minutes=self.deadline_minutes)
+
+    def retry_due(self, day: date, attempt: int) -> datetime:
+        return self.scheduled_at(day) + timedelta(
+            minutes=self.retry_base_minutes * 2 ** (attempt - 1)
+        )
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"true", "1", "yes", "on"}:
+        return True
+    if value in {"false", "0", "no", "off"}:
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+def fanin_settings_from_env(environ: Mapping[str, str]) -> FaninSettings:
+    """Fan-in settings from the environment; the scheduled time follows the daily schedule.
+
+    The schedule's cron must be a plain daily one (`M H * * *`): the sensor needs one
+    scheduled time per day to place retries and the deadline.
+    """
+    schedule = schedule_settings(environ)
+    match = _SIMPLE_DAILY_CRON.match(schedule["cron"])
+    if not match:
+        raise ValueError(
+            f"DAILY_INDEX_SCHEDULE_CRON={schedule['cron']!r}: the report fan-in sensor needs a "
+            "once-a-day cron of the form 'M H * * *' (e.g. '0 12 * * *')"
+        )
+    defaults = FaninSettings()
+    return FaninSettings(
+        schedule_hour=int(match.group(2)),
+        schedule_minute=int(match.group(1)),
+        timezone=schedule["timezone"],
+        deadline_minutes=_env_int(
+            environ, "DAILY_INDEX_REPORT_DEADLINE_MINUTES", defaults.deadline_minutes, 1
+        ),
+        lookback_days=_env_int(
+            environ, "DAILY_INDEX_REPORT_LOOKBACK_DAYS", defaults.lookback_days, 1
+        ),
+        retry_base_minutes=_env_int(
+            environ, "DAILY_INDEX_KPI_RETRY_BASE_MINUTES", defaults.retry_base_minutes, 1
+        ),
+        max_retries=_env_int(environ, "DAILY_INDEX_KPI_MAX_RETRIES", defaults.max_retries, 0),
+        amend_after_partial=_env_bool(
+            environ, "DAILY_INDEX_REPORT_AMEND", defaults.amend_after_partial
+        ),
+        minimum_interval_seconds=_env_int(
+            environ,
+            "DAILY_INDEX_REPORT_SENSOR_INTERVAL_SECONDS",
+            defaults.minimum_interval_seconds,
+            1,
+        ),
+    )
+
+
+def _kpi_id(key: dg.AssetKey) -> str:
+    return key.path[-1]
+
+
+def _missing_tag(missing: list[dg.AssetKey]) -> str:
+    """Comma-joined KPI ids, cut to a readable length with a count of the rest."""
+    ids = sorted(_kpi_id(k) for k in missing)
+    shown: list[str] = []
+    used = 0
+    for kpi_id in ids:
+        if used + len(kpi_id) + 1 > MISSING_TAG_MAX_CHARS:
+            break
+        shown.append(kpi_id)
+        used += len(kpi_id) + 1
+    rest = len(ids) - len(shown)
+    return ",".join(shown) + (f",... (+{rest} more)" if rest else "")
+
+
+def _read_cursor(raw: str | None, log: logging.Logger) -> dict[str, dict]:
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+        if data.get("version") == _CURSOR_VERSION and isinstance(data.get("days"), dict):
+            return {day: dict(state) for day, state in data["days"].items()}
+    except (ValueError, AttributeError, TypeError):
+        pass
+    # Not fatal: the run keys already on the instance say what was launched.
+    log.warning(f"report_fanin_sensor: ignoring unreadable cursor {raw[:200]!r}")
+    return {}
+
+
+def _landed_by_day(
+    instance: dg.DagsterInstance, kpi_keys: list[dg.AssetKey], days: list[str]
+) -> dict[str, set[dg.AssetKey]]:
+    """For each day, the KPI keys with at least one materialisation of that partition."""
+    landed: dict[str, set[dg.AssetKey]] = {day: set() for day in days}
+    if not days:
+        return landed
+    for key in kpi_keys:
+        found: set[str] = set()
+        cursor = None
+        while True:
+            result = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=days),
+                limit=100,
+                cursor=cursor,
+            )
+            found.update(r.partition_key for r in result.records if r.partition_key)
+            if not result.has_more or len(found) == len(days):
+                break
+            cursor = result.cursor
+        for day in found:
+            landed[day].add(key)
+    return landed
+
+
+def build_report_fanin_sensor(
+    *,
+    kpi_keys: list[dg.AssetKey],
+    settings: FaninSettings,
+    clock: Callable[[], datetime] = _utc_now,
+) -> dg.SensorDefinition:
+    """The sensor that launches day D's report once every KPI of D has landed.
+
+    Before the deadline it re-requests the missing KPIs with exponential backoff; at the
+    deadline it launches the report anyway, tagged partial with the missing KPIs listed; with
+    `amend_after_partial` it launches an amended report once the stragglers land. Each launch
+    has a run key, remembered in the cursor and checked against the instance's runs, so a day
+    gets its report exactly once even when the daemon restarts or the cursor is reset.
+    """
+    keys = sorted(set(kpi_keys), key=lambda k: k.to_user_string())
+    first_day = daily_partitions.start.date()
+
+    @dg.sensor(
+        name=REPORT_SENSOR_NAME,
+        jobs=[daily_report_job, daily_kpis_job],
+        minimum_interval_seconds=settings.minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            f"Launch day D's report once all {len(keys)} KPIs have landed; re-request missing "
+            f"KPIs (up to {settings.max_retries} times, backoff from "
+            f"{settings.retry_base_minutes} min); partial report at scheduled time + "
+            f"{settings.deadline_minutes} min ({settings.timezone})."
+        ),
+    )
+    def report_fanin_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        now = clock()
+        if not keys:
+            return dg.SensorResult(skip_reason="No KPI is configured: nothing to fan in.")
+        local_today = now.astimezone(settings.tz).date()
+        candidates = [local_today - timedelta(days=n) for n in range(settings.lookback_days)]
+        days = sorted(d for d in candidates if d >= first_day and settings.scheduled_at(d) <= now)
+        state = _read_cursor(context.cursor, context.log)
+        # Forget days that left the window: the cursor stays small.
+        state = {day: state.get(day, {}) for day in (d.isoformat() for d in days)}
+
+        def launched(run_key: str) -> dict[str, str] | None:
+            records = context.instance.get_run_records(
+                dg.RunsFilter(tags={RUN_KEY_TAG: run_key, SENSOR_NAME_TAG: REPORT_SENSOR_NAME}),
+                limit=1,
+            )
+            return dict(records[0].dagster_run.tags) if records else None
+
+        for day, day_state in state.items():
+            # Fill in what the cursor does not know (first tick, reset cursor, restart).
+            if "report" not in day_state:
+                tags = launched(f"report-{day}")
+                if tags is not None:
+                    day_state["report"] = tags.get(REPORT_TAG, "complete")
+            if (
+                settings.amend_after_partial
+                and day_state.get("report") == "partial"
+                and not day_state.get("amended")
+                and launched(f"report-{day}-amended") is not None
+            ):
+                day_state["amended"] = True
+
+        def settled(day_state: dict) -> bool:
+            if "report" not in day_state:
+                return False
+            if day_state["report"] == "partial" and settings.amend_after_partial:
+                return bool(day_state.get("amended"))
+            return True
+
+        open_days = [day for day, s in state.items() if not settled(s)]
+        landed = _landed_by_day(context.instance, keys, open_days)
+
+        requests: list[dg.RunRequest] = []
+        notes: list[str] = []
+        for day in open_days:
+            day_state = state[day]
+            d = date.fromisoformat(day)
+            missing = [k for k in keys if k not in landed[day]]
+            if "report" in day_state:
+                # A partial report went out and amendments are on.
+                if missing:
+                    notes.append(f"{day}: partial report out, {len(missing)} KPI(s) still missing")
+                    continue
+                requests.append(
+                    dg.RunRequest(
+                        job_name=daily_report_job.name,
+                        partition_key=day,
+                        run_key=f"report-{day}-amended",
+                        tags={REPORT_TAG: "amended"},
+                    )
+                )
+                day_state["amended"] = True
+                context.log.info(
+                    f"{day}: all {len(keys)} KPIs landed after the partial report; "
+                    "launching the amended report"
+                )
+                continue
+            if not missing:
+                requests.append(
+                    dg.RunRequest(
+                        job_name=daily_report_job.name,
+                        partition_key=day,
+                        run_key=f"report-{day}",
+                        tags={REPORT_TAG: "complete"},
+                    )
+                )
+                day_state["report"] = "complete"
+                context.log.info(f"{day}: all {len(keys)} KPIs landed; launching the report")
+                continue
+            if now >= settings.deadline(d):
+                missing_ids = _missing_tag(missing)
+                requests.append(
+                    dg.RunRequest(
+                        job_name=daily_report_job.name,
+                        partition_key=day,
+                        run_key=f"report-{day}",
+                        tags={REPORT_TAG: "partial", MISSING_TAG: missing_ids},
+                    )
+                )
+                day_state["report"] = "partial"
+                context.log.info(
+                    f"{day}: deadline {settings.deadline(d).isoformat()} passed with "
+                    f"{len(missing)}/{len(keys)} KPIs missing ({missing_ids}); "
+                    "launching a partial report"
+                )
+                continue
+            note = _retry_decision(context, settings, d, day_state, missing, requests, now)
+            notes.append(note)
+            context.log.info(note)
+
+        cursor = json.dumps({"version": _CURSOR_VERSION, "days": state}, sort_keys=True)
+        if requests:
+            return dg.SensorResult(run_requests=requests, cursor=cursor)
+        if not days:
+            reason = f"No day in the last {settings.lookback_days} has reached its scheduled time."
+        else:
+            reason = "; ".join(notes) or f"Reports launched for {', '.join(state)}."
+        return dg.SensorResult(skip_reason=reason, cursor=cursor)
+
+    return report_fanin_sensor
+
+
+def _retry_decision(
+    context: dg.SensorEvaluationContext,
+    settings: FaninSettings,
+    day: date,
+    day_state: dict,
+    missing: list[dg.AssetKey],
+    requests: list[dg.RunRequest],
+    now: datetime,
+) -> str:
+    """Before the deadline: re-request the missing KPIs if a retry attempt is due."""
+    key = day.isoformat()
+    waiting = f"{key}: {len(missing)} KPI(s) missing"
+    due = [
+        k
+        for k in range(1, settings.max_retries + 1)
+        if settings.retry_due(day, k) <= now < settings.deadline(day)
+    ]
+    done = int(day_state.get("retry", 0))
+    attempt = max(due, default=0)
+    if attempt <= done:
+        upcoming = [
+            k
+            for k in range(done + 1, settings.max_retries + 1)
+            if settings.retry_due(day, k) < settings.deadline(day)
+        ]
+        if upcoming:
+            at = settings.retry_due(day, upcoming[0]).strftime("%H:%M %Z")
+            return f"{waiting}; retry {upcoming[0]} due at {at}"
+        return f"{waiting}; no retry left, partial report at {settings.deadline(day):%H:%M %Z}"
+    run_key = f"kpis-retry-{key}-{attempt}"
+    if context.instance.get_run_records(
+        dg.RunsFilter(tags={RUN_KEY_TAG: run_key, SENSOR_NAME_TAG: REPORT_SENSOR_NAME}), limit=1
+    ):
+        day_state["retry"] = attempt
+        return f"{waiting}; retry {attempt} already launched"
+    active = context.instance.get_run_records(
+        dg.RunsFilter(
+            job_name=daily_kpis_job.name,
+            tags={PARTITION_TAG: key},
+            statuses=_ACTIVE_RUN_STATUSES,
+        ),
+        limit=1,
+    )
+    if active:
+        return f"{waiting}; a KPI run for the day is still going, retry {attempt} waits for it"
+    requests.append(
+        dg.RunRequest(
+            job_name=daily_kpis_job.name,
+            partition_key=key,
+            asset_selection=missing,
+            run_key=run_key,
+            tags={"daily_index/kpi_retry": str(attempt)},
+        )
+    )
+    day_state["retry"] = attempt
+    return f"{waiting} ({_missing_tag(missing)}); re-requesting them, attempt {attempt}"

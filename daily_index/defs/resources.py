@@ -16,12 +16,14 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from daily_index.report.analysis import ENV_API_KEY, PRESETS, LlmSettings
 from daily_index.sources.base import DEFAULT_BASE_URLS, SourceSettings
 from daily_index.storage.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
 from daily_index.storage.s3 import R2_ENDPOINT_TEMPLATE, R2S3Resource
 from daily_index.storage.series import KpiSeriesStore
 
 DEFAULT_DATA_DIR = ".data/store"
+DEFAULT_OUTBOX_DIR = ".data/outbox"
 
 
 class ConfigurationError(RuntimeError):
@@ -186,10 +188,103 @@ def sources_from_env(environ: Mapping[str, str]) -> KpiSourcesResource:
     )
 
 
-def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
+class AnalystResource(dg.ConfigurableResource):
+    """Who writes the analysis: an OpenAI-compatible LLM, or the rule-based analyst.
+
+    Without an API key nothing is sent anywhere and the rule-based analyst writes the
+    report (the report says so).
+    """
+
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str | None = None
+    timeout_s: float = 30.0
+    total_budget_s: float = 90.0
+
+    def llm_settings(self) -> LlmSettings | None:
+        if not self.api_key or not self.base_url or not self.model:
+            return None
+        return LlmSettings(
+            api_key=self.api_key, base_url=self.base_url, model=self.model,
+            timeout_s=self.timeout_s, total_budget_s=self.total_budget_s,
+        )
+
+
+class DeliveryResource(dg.ConfigurableResource):
+    """Who receives the report and how fast we may send."""
+
+    subscribers_file: str | None = None
+    outbox_dir: str = DEFAULT_OUTBOX_DIR
+    concurrency: int = 64
+    max_attempts: int = 3
+    report_link_base: str | None = Field(
+        default=None,
+        description="Public URL prefix of reports/ (e.g. an R2 public bucket) for link delivery.",
+    )
+
+
+class ReportSettingsResource(dg.ConfigurableResource):
+    """How the report looks: chart window, demo labelling."""
+
+    chart_window_days: int = 90
+    chart_workers: int = 2
+    demo: bool = False
+
+
+def analyst_from_env(environ: Mapping[str, str]) -> AnalystResource:
+    try:
+        settings = LlmSettings.from_env(environ)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if settings is None:
+        return AnalystResource()
+    key_var = next(
+        name for name in (ENV_API_KEY, *(p.key_env for p in PRESETS.values()))
+        if environ.get(name, "").strip() and environ.get(name, "").strip() == settings.api_key
+    )
+    return AnalystResource(
+        base_url=settings.base_url,
+        model=settings.model,
+        api_key=dg.EnvVar(key_var),
+        timeout_s=settings.timeout_s,
+        total_budget_s=_float(environ, "DAILY_INDEX_LLM_BUDGET_S", 90.0),
+    )
+
+
+def delivery_from_env(environ: Mapping[str, str]) -> DeliveryResource:
+    subscribers = environ.get("DAILY_INDEX_SUBSCRIBERS_FILE") or None
+    if subscribers and not Path(subscribers).is_file():
+        raise ConfigurationError(
+            f"DAILY_INDEX_SUBSCRIBERS_FILE points at {subscribers!r}, which is not a file"
+        )
+    return DeliveryResource(
+        subscribers_file=subscribers,
+        outbox_dir=environ.get("DAILY_INDEX_OUTBOX_DIR", DEFAULT_OUTBOX_DIR),
+        concurrency=_int(environ, "DAILY_INDEX_DELIVERY_CONCURRENCY", 64),
+        max_attempts=_int(environ, "DAILY_INDEX_DELIVERY_MAX_ATTEMPTS", 3),
+        report_link_base=environ.get("DAILY_INDEX_REPORT_LINK_BASE") or None,
+    )
+
+
+def report_settings_from_env(environ: Mapping[str, str]) -> ReportSettingsResource:
+    return ReportSettingsResource(
+        chart_window_days=_int(environ, "DAILY_INDEX_CHART_WINDOW_DAYS", 90),
+        chart_workers=_int(environ, "DAILY_INDEX_CHART_WORKERS", 2),
+        demo=environ.get("DAILY_INDEX_DEMO", "") in ("1", "true", "yes"),
+    )
+
+
+def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, object]:
     """All resources for the Definitions, from the environment (default: os.environ)."""
+    from daily_index.storage.io_manager import ArtifactIOManager
+
     env = os.environ if environ is None else environ
+    storage = storage_from_env(env)
     return {
-        "storage": storage_from_env(env),
+        "storage": storage,
         "sources": sources_from_env(env),
+        "analyst": analyst_from_env(env),
+        "delivery": delivery_from_env(env),
+        "report_settings": report_settings_from_env(env),
+        "artifact_io_manager": ArtifactIOManager(storage=storage),
     }

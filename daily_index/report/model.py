@@ -15,7 +15,8 @@ from typing import Literal
 import pandas as pd
 
 from daily_index.registry import KpiSpec
-from daily_index.storage.series import KpiSeriesStore
+from daily_index.storage.objectstore import ObjectStore
+from daily_index.storage.series import KpiSeriesStore, read_fetch_status
 
 Status = Literal["ok", "missing", "failed"]
 CHANGE_HORIZONS = (1, 7, 30)
@@ -114,3 +115,18 @@ def build_day_table(
         for spec, history in zip(specs, histories, strict=True)
     )
     return DayTable(day=day, rows=rows, window_days=window_days)
+
+
+def load_day_table(
+    specs: list[KpiSpec], store: ObjectStore, day: date, *, window_days: int = 90
+) -> DayTable:
+    """The day's table from the store: series windows plus the day's fetch failures."""
+    status = read_fetch_status(store, day)
+    errors = {
+        kpi_id: entry.get("reason", "fetch failed")
+        for kpi_id, entry in status.items()
+        if entry.get("status") == "failed"
+    }
+    return build_day_table(
+        specs, KpiSeriesStore(store), day, window_days=window_days, errors=errors
+    )

@@ -8,7 +8,6 @@ its own object. The object is written atomically before Dagster records the
 materialisation, so a recorded materialisation always has a durable object behind it.
 """
 
-from __future__ import annotations
 
 import json
 from collections.abc import Mapping

@@ -1,0 +1,59 @@
+"""`report/analysis`: the day's written analysis, by the LLM or the rule-based analyst."""
+
+
+from datetime import date
+
+import dagster as dg
+
+from daily_index.defs.kpis import kpi_key
+from daily_index.defs.partitions import daily_partitions
+from daily_index.defs.resources import AnalystResource, ReportSettingsResource, StorageResource
+from daily_index.registry import KpiSpec
+from daily_index.report.analysis import analyse
+from daily_index.report.model import load_day_table
+
+ANALYSIS_KEY = dg.AssetKey(["report", "analysis"])
+
+
+def build_analysis_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ANALYSIS_KEY,
+        group_name="report",
+        partitions_def=daily_partitions,
+        deps=[kpi_key(k.id) for k in kpis],
+        io_manager_key="artifact_io_manager",
+        kinds={"openai", "json"},
+    )
+    def analysis(
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        analyst: AnalystResource,
+        report_settings: ReportSettingsResource,
+    ) -> dg.Output[dict]:
+        """The day's analysis: headline, summary, a note per KPI, risks and outlook, written
+        by the configured LLM from the KPI table (values; 1, 7 and 30-day changes; thresholds
+        crossed; missing KPIs). Without an LLM key, or when the LLM fails or answers
+        something invalid, a deterministic rule-based analyst writes it, and the report says
+        which one did. Stored as `analysis/<date>.json`."""
+        day = date.fromisoformat(context.partition_key)
+        table = load_day_table(
+            kpis, storage.get_store(), day, window_days=report_settings.chart_window_days
+        )
+        result = analyse(table, analyst.llm_settings())
+        if result.fallback_reason:
+            context.log.warning(f"LLM analysis failed, rule-based analyst used: "
+                                f"{result.fallback_reason}")
+        return dg.Output(
+            result.to_dict(),
+            metadata={
+                "analyst": result.analyst_label,
+                "model": result.model or "none",
+                "prompt_tokens": result.prompt_tokens or 0,
+                "completion_tokens": result.completion_tokens or 0,
+                "latency_ms": result.latency_ms or 0,
+                "headline": result.analysis.headline,
+                "kpis_missing": len(table.missing),
+            },
+        )
+
+    return analysis

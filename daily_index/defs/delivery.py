@@ -1,0 +1,135 @@
+"""`report/delivery`: the report sent to every subscriber, one ledger row per endpoint."""
+
+
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+
+from daily_index import progress
+from daily_index.defs.analysis import ANALYSIS_KEY
+from daily_index.defs.partitions import daily_partitions
+from daily_index.defs.report import PDF_KEY
+from daily_index.defs.resources import DeliveryResource, ReportSettingsResource, StorageResource
+from daily_index.delivery import (
+    DeliverySummary,
+    ReportPayload,
+    deliver,
+    load_subscribers,
+    outbox_subscriber,
+)
+
+DELIVERY_KEY = dg.AssetKey(["report", "delivery"])
+
+
+def report_payload(day: date, analysis: dict, pdf_path: Path, *, partial: bool,
+                   link_base: str | None, demo: bool) -> ReportPayload:
+    prefix = "[DEMO DATA] " if demo else ""
+    risks = "\n".join(f"- {risk}" for risk in analysis.get("risks", [])[:5])
+    body = f"{analysis.get('summary', '')}\n\nRisks:\n{risks}" if risks else analysis.get(
+        "summary", "")
+    body += f"\n\n{analysis.get('analyst_label', '')}"
+    link = f"{link_base.rstrip('/')}/reports/{day}.pdf" if link_base else None
+    return ReportPayload(
+        title=f"{prefix}Daily Index {day}: {analysis.get('headline', '')}",
+        body=body,
+        pdf_path=pdf_path,
+        link=link,
+        partial=partial,
+    )
+
+
+def run_delivery(*, day: date, analysis: dict, pdf_bytes: bytes, partial: bool,
+                 storage: StorageResource, delivery: DeliveryResource, demo: bool,
+                 resend_failed: bool = False, log=None) -> tuple[DeliverySummary, list[str]]:
+    """Deliver the day's report; returns the summary and the subscriber-file problems."""
+    problems: list[str] = []
+    if delivery.subscribers_file:
+        loaded = load_subscribers(delivery.subscribers_file)
+        subscribers = list(loaded.subscribers)
+        problems = [str(p) for p in loaded.problems]
+        for problem in problems:
+            if log is not None:
+                log.warning(f"subscriber skipped: {problem}")
+    else:
+        subscribers = [outbox_subscriber(delivery.outbox_dir)]
+    with tempfile.TemporaryDirectory(prefix="delivery-") as tmp:
+        pdf_path = Path(tmp) / f"daily-index-{day}.pdf"
+        pdf_path.write_bytes(pdf_bytes)
+        summary = deliver(
+            day=day,
+            store=storage.get_store(),
+            subscribers=subscribers,
+            payload=report_payload(day, analysis, pdf_path, partial=partial,
+                                   link_base=delivery.report_link_base, demo=demo),
+            concurrency=delivery.concurrency,
+            max_attempts=delivery.max_attempts,
+            resend_failed=resend_failed,
+            outbox_dir=Path(delivery.outbox_dir),
+            on_progress=lambda done, total: progress.emit("deliver", done, total),
+        )
+    return summary, problems
+
+
+def pdf_is_partial(instance: dg.DagsterInstance, partition_key: str) -> bool:
+    """Whether the day's PDF was built partial (its materialisation metadata says so)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=PDF_KEY, asset_partitions=[partition_key]), limit=1
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return False
+    value = records[0].asset_materialization.metadata.get("partial")
+    return bool(getattr(value, "value", False))
+
+
+def build_delivery_asset() -> dg.AssetsDefinition:
+    @dg.asset(
+        key=DELIVERY_KEY,
+        group_name="report",
+        partitions_def=daily_partitions,
+        ins={
+            "analysis": dg.AssetIn(key=ANALYSIS_KEY),
+            "pdf": dg.AssetIn(key=PDF_KEY),
+        },
+        kinds={"apprise"},
+    )
+    def delivery(
+        context: dg.AssetExecutionContext,
+        analysis: dict,
+        pdf: bytes,
+        storage: StorageResource,
+        delivery: DeliveryResource,
+        report_settings: ReportSettingsResource,
+    ) -> dg.MaterializeResult:
+        """The day's report delivered to every subscriber endpoint (e-mail, Telegram, Slack,
+        Discord, webhooks, ...; a local outbox folder when no subscriber file is set). The
+        ledger `delivery/<date>.parquet` has one row per endpoint: sent, failed or dead,
+        with attempts and the last error. A re-run sends only what is not yet sent."""
+        day = date.fromisoformat(context.partition_key)
+        partial = pdf_is_partial(context.instance, context.partition_key)
+        summary, problems = run_delivery(
+            day=day, analysis=analysis, pdf_bytes=pdf, partial=partial, storage=storage,
+            delivery=delivery, demo=report_settings.demo, log=context.log,
+        )
+        if summary.failed or summary.dead:
+            context.log.warning(
+                f"{summary.failed} endpoint(s) failed and {summary.dead} are dead; "
+                "see delivery/<date>.parquet; a re-run retries the failed ones"
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "sent": summary.sent,
+                "failed": summary.failed,
+                "dead": summary.dead,
+                "already_sent": summary.skipped,
+                "endpoints": summary.total,
+                "elapsed_s": round(summary.elapsed_s, 2),
+                "by_channel": dg.MetadataValue.json(summary.by_channel),
+                "subscriber_problems": dg.MetadataValue.json(problems),
+                "partial": partial,
+                "ledger": f"delivery/{day}.parquet",
+            }
+        )
+
+    return delivery

@@ -1,0 +1,104 @@
+"""`report/pdf`: the daily report as a PDF (cover, summary, KPI table, charts, notes,
+data quality), with a disclaimer on page 1 when KPIs are missing."""
+
+
+import base64
+import shutil
+import subprocess
+import tempfile
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from daily_index.defs.analysis import ANALYSIS_KEY
+from daily_index.defs.charts import CHARTS_KEY, stored_charts
+from daily_index.defs.partitions import daily_partitions
+from daily_index.defs.resources import ReportSettingsResource, StorageResource
+from daily_index.registry import KpiSpec, current_registry
+from daily_index.report.model import load_day_table
+from daily_index.report.pdf import render_pdf
+
+PDF_KEY = dg.AssetKey(["report", "pdf"])
+
+
+def page_one_png(pdf_path: Path, out_dir: Path, dpi: int = 50) -> Path | None:
+    """Page 1 as PNG via pdftoppm (poppler-utils), or None when it is not installed."""
+    if shutil.which("pdftoppm") is None:
+        return None
+    target = out_dir / "page1"
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", str(dpi), "-f", "1", "-l", "1", "-singlefile",
+         str(pdf_path), str(target)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return target.with_suffix(".png")
+
+
+def build_pdf_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=PDF_KEY,
+        group_name="report",
+        partitions_def=daily_partitions,
+        ins={"analysis": dg.AssetIn(key=ANALYSIS_KEY)},
+        deps=[CHARTS_KEY],
+        io_manager_key="artifact_io_manager",
+        kinds={"weasyprint", "pdf"},
+    )
+    def pdf(
+        context: dg.AssetExecutionContext,
+        analysis: dict,
+        storage: StorageResource,
+        report_settings: ReportSettingsResource,
+    ) -> dg.Output[bytes]:
+        """The day's report as an A4 PDF: cover with headline, executive summary, KPI
+        table with changes and threshold flags, the charts, per-KPI notes and a
+        data-quality section. A report with missing KPIs is partial and says so on page 1.
+        Stored as `reports/<date>.pdf`."""
+        day = date.fromisoformat(context.partition_key)
+        store = storage.get_store()
+        table = load_day_table(kpis, store, day, window_days=report_settings.chart_window_days)
+        partial = not table.complete
+        with tempfile.TemporaryDirectory(prefix="pdf-") as tmp:
+            workdir = Path(tmp)
+            charts = stored_charts(store, day, workdir)
+            info = render_pdf(
+                table=table,
+                analysis=analysis,
+                charts=charts,
+                out_path=workdir / f"{day}.pdf",
+                partial=partial,
+                generated_at=datetime.now(UTC),
+                generation={
+                    "registry version": str(current_registry().version),
+                    "KPIs": f"{len(table.rows) - len(table.missing)}/{len(table.rows)}",
+                    "run": context.run_id[:8],
+                    "storage": store.description,
+                },
+                demo=report_settings.demo,
+            )
+            data = info.path.read_bytes()
+            preview_png = page_one_png(info.path, workdir)
+            preview = (
+                f"![page 1](data:image/png;base64,{base64.b64encode(preview_png.read_bytes()).decode()})"
+                if preview_png else "(install poppler-utils for a page-1 preview)"
+            )
+        if partial:
+            context.log.warning(
+                f"Partial report for {day}: {len(table.missing)} KPI(s) missing: "
+                + ", ".join(row.kpi_id for row in table.missing[:20])
+            )
+        return dg.Output(
+            data,
+            metadata={
+                "pages": info.pages,
+                "bytes": len(data),
+                "partial": partial,
+                "missing_kpis": dg.MetadataValue.json([r.kpi_id for r in table.missing]),
+                "headline": analysis.get("headline", ""),
+                "analyst": analysis.get("analyst_label", ""),
+                "page_1": dg.MetadataValue.md(preview),
+            },
+        )
+
+    return pdf
