@@ -81,7 +81,9 @@ class KpiMetadata(_Model):
     @classmethod
     def _snake_case(cls, value: str) -> str:
         if not _GROUP_RE.match(value):
-            raise ValueError(f"category must be snake_case (used as the asset group), got {value!r}")
+            raise ValueError(
+                f"category must be snake_case (used as the asset group), got {value!r}"
+            )
         return value
 
 
@@ -104,7 +106,8 @@ class KpiSpec(_Model):
     def _valid_id(cls, value: str) -> str:
         if not _ID_RE.match(value):
             raise ValueError(
-                f"id must be lowercase letters, digits and '_' starting with a letter, got {value!r}"
+                "id must be lowercase letters, digits and '_' starting with a letter, "
+                f"got {value!r}"
             )
         return value
 
@@ -137,11 +140,14 @@ class Registry(_Model):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Registry:
-        seen: set[str] = set()
-        for kpi in self.kpis:
+        seen: dict[str, int] = {}
+        for number, kpi in enumerate(self.kpis, start=1):
             if kpi.id in seen:
-                raise ValueError(f"duplicate KPI id {kpi.id!r}")
-            seen.add(kpi.id)
+                raise ValueError(
+                    f"KPI {kpi.id!r}, field 'id': duplicate id (entries #{seen[kpi.id]} and "
+                    f"#{number}); ids must be unique"
+                )
+            seen[kpi.id] = number
         return self
 
     def get(self, kpi_id: str) -> KpiSpec:
@@ -175,7 +181,9 @@ def _describe_location(raw: Any, loc: tuple[Any, ...]) -> str:
             kpi_id = f"#{index + 1}"
         field = ".".join(str(p) for p in loc[2:]) or "(entry)"
         return f"KPI {kpi_id!r}, field {field!r}"
-    return f"field {'.'.join(str(p) for p in loc) or '(top level)'!r}"
+    if not loc:
+        return "registry"
+    return f"field {'.'.join(str(p) for p in loc)!r}"
 
 
 def parse_registry(text: str, *, source: str) -> Registry:

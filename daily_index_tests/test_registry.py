@@ -1,0 +1,114 @@
+"""The KPI registry: the bundled file is valid; broken files name file, KPI and field."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from daily_index.registry import (
+    RegistryError,
+    default_registry_path,
+    load_registry,
+    parse_registry,
+)
+
+GOOD_KPI = {
+    "id": "btc_price",
+    "name": "Bitcoin price",
+    "description": "Spot price of one bitcoin in US dollars.",
+    "type": "price",
+    "unit": "USD",
+    "source": {"kind": "coingecko_price", "params": {"coin": "bitcoin"}},
+    "analysisConfig": {"chartType": "line", "alertThresholds": {"high": 2, "low": 1}},
+    "metadata": {"source": "CoinGecko", "category": "crypto_prices"},
+}
+
+
+def registry_text(*kpis: dict, version: object = 1) -> str:
+    return yaml.safe_dump({"version": version, "kpis": list(kpis)}, sort_keys=False)
+
+
+def kpi(**changes) -> dict:
+    entry = {**GOOD_KPI, **changes}
+    return {k: v for k, v in entry.items() if v is not None}
+
+
+def test_bundled_registry_is_valid():
+    registry = load_registry(default_registry_path())
+    assert len(registry.kpis) >= 12
+    assert len({k.id for k in registry.kpis}) == len(registry.kpis)
+    for spec in registry.kpis:
+        assert spec.asset_path == ["kpi", spec.id]
+        assert spec.group == spec.metadata.category
+
+
+def test_fred_kpis_need_their_key():
+    registry = load_registry(default_registry_path())
+    fred = [k.id for k in registry.kpis if k.source.kind == "fred"]
+    assert fred
+    without_key = {k.id for k in registry.enabled({})}
+    assert len(without_key) >= 12
+    assert not without_key & set(fred)
+    with_key = {k.id for k in registry.enabled({"FRED_API_KEY": "k"})}
+    assert set(fred) <= with_key
+
+
+def test_minimal_registry_parses():
+    registry = parse_registry(registry_text(kpi()), source="kpis.yaml")
+    assert registry.get("btc_price").analysis_config.alert_thresholds.low == 1
+    with pytest.raises(KeyError):
+        registry.get("nope")
+
+
+@pytest.mark.parametrize(
+    ("text", "kpi_id", "field"),
+    [
+        pytest.param(registry_text(kpi(), kpi(name="Other")), "btc_price", "id", id="duplicate-id"),
+        pytest.param(registry_text(kpi(id="BTC-Price")), "BTC-Price", "id", id="bad-id"),
+        pytest.param(
+            registry_text(kpi(source={"kind": "yahoo"})), "btc_price", "source.kind",
+            id="unknown-source-kind",
+        ),
+        pytest.param(
+            registry_text(kpi(analysisConfig={"alertThresholds": {"high": 1, "low": 1}})),
+            "btc_price", "alertThresholds", id="low-not-below-high",
+        ),
+        pytest.param(registry_text(kpi(colour="red")), "btc_price", "colour", id="unknown-field"),
+        pytest.param(registry_text(kpi(type="stock")), "btc_price", "type", id="unknown-type"),
+        pytest.param(registry_text(kpi(name=None)), "btc_price", "name", id="missing-field"),
+        pytest.param(
+            registry_text(kpi(metadata={"source": "x", "category": "Crypto Prices"})),
+            "btc_price", "metadata.category", id="bad-category",
+        ),
+    ],
+)
+def test_broken_kpi_names_file_kpi_and_field(text, kpi_id, field):
+    with pytest.raises(RegistryError) as caught:
+        parse_registry(text, source="/etc/daily-index/kpis.yaml")
+    message = str(caught.value)
+    assert "/etc/daily-index/kpis.yaml" in message
+    assert repr(kpi_id) in message, message
+    assert f"{field}'" in message, message  # the field, quoted as a path
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        pytest.param("version: 1\nkpis: [\n  - id: x\n", ["not valid YAML", "line"], id="bad-yaml"),
+        pytest.param(registry_text(kpi(), version=2), ["'version'", "not supported"], id="version"),
+        pytest.param("", ["expected a mapping"], id="empty"),
+        pytest.param("version: 1\n", ["'kpis'"], id="no-kpis"),
+    ],
+)
+def test_broken_registry_names_file_and_problem(text, words):
+    with pytest.raises(RegistryError) as caught:
+        parse_registry(text, source="custom.yaml")
+    message = str(caught.value)
+    assert message.startswith("custom.yaml: ")
+    for word in words:
+        assert word in message, message
+
+
+def test_missing_file_is_a_registry_error(tmp_path):
+    with pytest.raises(RegistryError, match="missing.yaml"):
+        load_registry(tmp_path / "missing.yaml")
