@@ -101,6 +101,12 @@ class _ProgressBars:
             failed=f"[red]{failed} failed[/red]" if failed else "",
         )
 
+    def reset(self) -> None:
+        for task_id in self.tasks.values():
+            self.bar.remove_task(task_id)
+        self.tasks.clear()
+        self.failed.clear()
+
     def __enter__(self):
         if self.enabled:
             self.bar.start()
@@ -142,51 +148,110 @@ def _kpi_table(defs_env: Mapping[str, str], day: date, kpi_ids: list[str] | None
     return table, failures
 
 
-def run_day(*, day: date, environ: Mapping[str, str], kpi_ids: list[str] | None,
-            show_progress: bool, ephemeral: bool, label: str = "") -> int:
-    """Materialise day D in-process; prints the KPI table; returns an exit code."""
+QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _step_error(result) -> str:
     import dagster as dg
 
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data.error:
+            return event.step_failure_data.error.message.strip()
+    return "unknown error (see the run's logs)"
+
+
+def _materialisation(result, key) -> dict:
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        if materialization.asset_key == key:
+            return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    return {}
+
+
+def run_day(*, day: date, environ: Mapping[str, str], kpi_ids: list[str] | None,
+            show_progress: bool, ephemeral: bool, label: str = "", report: bool = True,
+            history_days: int = 0) -> int:
+    """Materialise day D in-process (KPIs, then the report); returns an exit code."""
     from daily_index.definitions import build_definitions
+    from daily_index.defs.delivery import DELIVERY_KEY
     from daily_index.defs.kpis import kpi_key
-    from daily_index.defs.resources import ConfigurationError
+    from daily_index.defs.report import PDF_KEY
+    from daily_index.defs.resources import ConfigurationError, storage_from_env
 
     try:
         defs = build_definitions(environ=environ)
-        job = defs.resolve_job_def("daily_kpis_job")
+        kpi_job = defs.resolve_job_def("daily_kpis_job")
+        report_job = defs.resolve_job_def("daily_report_job")
     except (ConfigurationError, RegistryError) as exc:
         err_console.print(f"[red]Configuration error:[/red] {exc}")
         return EXIT_CONFIG
     selection = [kpi_key(k) for k in kpi_ids] if kpi_ids else None
     instance = _instance(ephemeral)
-    console.print(f"{label}Materialising KPIs for [bold]{day}[/bold] ...")
     started = time.perf_counter()
     with _ProgressBars(show_progress) as bars, progress.listening(bars):
-        result = job.execute_in_process(
+        if history_days:
+            first, last = day - timedelta(days=history_days), day - timedelta(days=1)
+            console.print(f"{label}Loading history {first} .. {last} in one run ...")
+            history = kpi_job.execute_in_process(
+                instance=instance, raise_on_error=False, run_config=QUIET_RUN,
+                tags={"dagster/asset_partition_range_start": first.isoformat(),
+                      "dagster/asset_partition_range_end": last.isoformat(), "trigger": "cli"},
+            )
+            bars.reset()
+            if not history.success:
+                err_console.print(f"[yellow]History run incomplete:[/yellow] "
+                                  f"{_step_error(history).splitlines()[0]}")
+        console.print(f"{label}Materialising KPIs for [bold]{day}[/bold] ...")
+        result = kpi_job.execute_in_process(
             partition_key=day.isoformat(), instance=instance, raise_on_error=False,
-            asset_selection=selection, tags={"trigger": "cli"},
+            asset_selection=selection, tags={"trigger": "cli"}, run_config=QUIET_RUN,
         )
-    elapsed = time.perf_counter() - started
     materialised = len(result.get_asset_materialization_events())
     try:
         table, failures = _kpi_table(environ, day, kpi_ids, f"{label}KPIs for {day}")
-    except Exception as exc:  # storage unreachable: report the run's own error below
-        table, failures = None, -1
-        err_console.print(f"[red]Cannot read back the stored KPIs:[/red] {exc}")
-    if table is not None:
         console.print(table)
-    console.print(f"{materialised} KPIs stored in {elapsed:.1f} s (run {result.run_id}).")
-    if result.success:
-        return EXIT_OK
-    failure = next(
-        (e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE), None
-    )
-    if failure is not None and materialised == 0:
-        message = failure.step_failure_data.error.message if failure.step_failure_data.error else ""
-        err_console.print(f"[red]Run failed:[/red] {message.strip()}")
+    except Exception as exc:  # storage unreachable: the run's own error follows
+        failures = -1
+        err_console.print(f"[red]Cannot read back the stored KPIs:[/red] {exc}")
+    console.print(f"{materialised} KPIs stored in {time.perf_counter() - started:.1f} s "
+                  f"(run {result.run_id[:8]}).")
+    if not result.success and materialised == 0:
+        err_console.print(f"[red]Run failed:[/red] {_step_error(result)}")
         return EXIT_FAILED
-    err_console.print(f"[yellow]{failures} KPI(s) failed; the others were stored.[/yellow]")
-    return EXIT_PARTIAL
+    code = EXIT_OK if result.success else EXIT_PARTIAL
+    if code == EXIT_PARTIAL:
+        err_console.print(f"[yellow]{failures} KPI(s) failed; the others were stored.[/yellow]")
+    if not report or kpi_ids:
+        return code
+
+    console.print(f"{label}Building the report for [bold]{day}[/bold] "
+                  "(charts, analysis, PDF, delivery) ...")
+    report_started = time.perf_counter()
+    with _ProgressBars(show_progress) as bars, progress.listening(bars):
+        outcome = report_job.execute_in_process(
+            partition_key=day.isoformat(), instance=instance, raise_on_error=False,
+            tags={"trigger": "cli"}, run_config=QUIET_RUN,
+        )
+    if not outcome.success:
+        err_console.print(f"[red]Report run failed:[/red] {_step_error(outcome)}")
+        return EXIT_FAILED
+    pdf = _materialisation(outcome, PDF_KEY)
+    sent = _materialisation(outcome, DELIVERY_KEY)
+    store = storage_from_env(environ).get_store()
+    where = store.local_path(f"reports/{day}.pdf") or f"reports/{day}.pdf in {store.description}"
+    console.print(
+        f"{label}Report: [bold]{where}[/bold] ({pdf.get('pages')} pages"
+        f"{', PARTIAL' if pdf.get('partial') else ''}; {pdf.get('analyst')})\n"
+        f"{label}Headline: {pdf.get('headline')}\n"
+        f"{label}Delivery: {sent.get('sent', 0)} sent, {sent.get('failed', 0)} failed, "
+        f"{sent.get('dead', 0)} dead, {sent.get('already_sent', 0)} already sent "
+        f"(ledger {sent.get('ledger')}); report built in "
+        f"{time.perf_counter() - report_started:.1f} s"
+    )
+    if environ.get("DAILY_INDEX_SUBSCRIBERS_FILE") in (None, ""):
+        outbox = environ.get("DAILY_INDEX_OUTBOX_DIR", ".data/outbox")
+        console.print(f"{label}No subscriber file set: the report went to the outbox {outbox}/")
+    return code
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -197,12 +262,20 @@ def main() -> None:
 @main.command()
 @click.option("--date", "day", metavar="YYYY-MM-DD", help="The day to run (default: today, UTC).")
 @click.option("--kpi", "kpi_ids", multiple=True, metavar="ID", help="Only these KPIs (repeatable).")
+@click.option("--history", default=0, show_default=True, metavar="DAYS",
+              help="First load this many earlier days in one backfill run (charts need history).")
+@click.option("--kpis-only", is_flag=True, help="Only the KPIs, no report.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (e.g. in cron logs).")
-def run(day: str | None, kpi_ids: tuple[str, ...], no_progress: bool) -> None:
-    """Materialise one day in-process and print the KPI table."""
+def run(day: str | None, kpi_ids: tuple[str, ...], history: int, kpis_only: bool,
+        no_progress: bool) -> None:
+    """Run one whole day in-process: KPIs, then charts, analysis, PDF and delivery.
+
+    With --kpi, only those KPIs are fetched and no report is built.
+    """
     code = run_day(
         day=_parse_day(day), environ=os.environ, kpi_ids=list(kpi_ids) or None,
-        show_progress=not no_progress, ephemeral=False,
+        show_progress=not no_progress, ephemeral=False, report=not kpis_only,
+        history_days=history,
     )
     sys.exit(code)
 
@@ -212,8 +285,10 @@ def run(day: str | None, kpi_ids: tuple[str, ...], no_progress: bool) -> None:
               help="The day to replay (default: the last recorded day).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Keep the demo's data here (default: a temporary folder).")
+@click.option("--history", default=89, show_default=True,
+              help="Days of recorded history to load first (one backfill run) for the charts.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def demo(day: str | None, out_dir: str | None, no_progress: bool) -> None:
+def demo(day: str | None, out_dir: str | None, history: int, no_progress: bool) -> None:
     """The same run on bundled recorded responses served on 127.0.0.1 (no network, no keys)."""
     from daily_index.replay import DEMO_DAY, ReplayServer
 
@@ -229,8 +304,8 @@ def demo(day: str | None, out_dir: str | None, no_progress: bool) -> None:
         console.print(
             f"{banner}recorded responses replayed from {server.url}; storing into {folder}"
         )
-        code = run_day(day=target, environ=env, kpi_ids=None,
-                       show_progress=not no_progress, ephemeral=True, label=banner)
+        code = run_day(day=target, environ=env, kpi_ids=None, show_progress=not no_progress,
+                       ephemeral=True, label=banner, history_days=history)
     console.print(f"{banner}data kept in {folder}")
     sys.exit(code)
 
@@ -244,6 +319,7 @@ def demo_environment(server, folder: Path, *, today: date) -> dict[str, str]:
         {
             "DAILY_INDEX_STORAGE": "local",
             "DAILY_INDEX_DATA_DIR": str(folder / "store"),
+            "DAILY_INDEX_OUTBOX_DIR": str(folder / "outbox"),
             "DAILY_INDEX_N8N_BASE_URL": server.n8n_base_url,
             "FRED_API_KEY": "demo-key-not-secret",
             "DAILY_INDEX_TODAY": today.isoformat(),

@@ -11,11 +11,18 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from daily_index.defs.automation import build_daily_kpis_schedule, daily_kpis_job, schedule_settings
+from daily_index.defs.automation import (
+    build_daily_kpis_schedule,
+    build_report_fanin_sensor,
+    daily_kpis_job,
+    daily_report_job,
+    fanin_settings_from_env,
+    schedule_settings,
+)
 from daily_index.defs.analysis import build_analysis_asset
 from daily_index.defs.charts import build_charts_asset
 from daily_index.defs.delivery import build_delivery_asset
-from daily_index.defs.kpis import build_kpi_assets
+from daily_index.defs.kpis import build_kpi_assets, kpi_key
 from daily_index.defs.report import build_pdf_asset
 from daily_index.defs.resources import build_resources
 from daily_index.registry import Registry, current_registry
@@ -39,8 +46,13 @@ def build_definitions(
     assets = [a.map_asset_specs(lambda spec: spec.replace_attributes(owners=OWNERS)) for a in assets]
     return dg.Definitions(
         assets=assets,
-        jobs=[daily_kpis_job],
+        jobs=[daily_kpis_job, daily_report_job],
         schedules=[build_daily_kpis_schedule(**schedule_settings(env))],
+        sensors=[
+            build_report_fanin_sensor(
+                kpi_keys=[kpi_key(k.id) for k in kpis], settings=fanin_settings_from_env(env)
+            )
+        ],
         resources=build_resources(env),
     )
 

@@ -83,6 +83,11 @@ def pdf_is_partial(instance: dg.DagsterInstance, partition_key: str) -> bool:
     return bool(getattr(value, "value", False))
 
 
+class DeliveryRunConfig(dg.Config):
+    resend_failed: bool = False
+    """Also retry endpoints that failed too often, and sends whose outcome is unknown."""
+
+
 def build_delivery_asset() -> dg.AssetsDefinition:
     @dg.asset(
         key=DELIVERY_KEY,
@@ -96,6 +101,7 @@ def build_delivery_asset() -> dg.AssetsDefinition:
     )
     def delivery(
         context: dg.AssetExecutionContext,
+        config: DeliveryRunConfig,
         analysis: dict,
         pdf: bytes,
         storage: StorageResource,
@@ -111,6 +117,7 @@ def build_delivery_asset() -> dg.AssetsDefinition:
         summary, problems = run_delivery(
             day=day, analysis=analysis, pdf_bytes=pdf, partial=partial, storage=storage,
             delivery=delivery, demo=report_settings.demo, log=context.log,
+            resend_failed=config.resend_failed,
         )
         if summary.failed or summary.dead:
             context.log.warning(
