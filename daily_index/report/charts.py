@@ -9,6 +9,7 @@ so a line breaks and a bar is absent where no value was stored; nothing is inter
 from __future__ import annotations
 
 import base64
+import io
 import math
 import multiprocessing
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,7 +30,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from daily_index.report.model import DayTable, KpiRow  # noqa: E402
 
-CHART_SIZE_IN = (6.4, 2.6)
+CHART_SIZE_IN = (6.4, 2.4)
 CHART_DPI = 100
 SHEET_SIZE_IN = (8.0, 10.4)
 SHEET_DPI = 90
@@ -81,8 +82,10 @@ def format_number(value: float) -> str:
         return f"{value:,.0f}"
     if magnitude >= 1 or magnitude == 0:
         return f"{value:,.2f}"
+    # four significant digits, trailing zeros dropped but at least two decimals
     digits = min(8, 3 - int(math.floor(math.log10(magnitude))))
-    return f"{value:.{digits}f}"
+    text = f"{value:.{digits}f}".rstrip("0")
+    return text + "0" * max(0, 2 - len(text.split(".")[1]))
 
 
 def format_value(value: float | None, unit: str) -> str:
@@ -221,7 +224,9 @@ class _ChartPainter:
         else:
             self._series(job, x, y, valid)
         job.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fig.savefig(job.path, dpi=CHART_DPI, facecolor="white", pil_kwargs={"compress_level": 6})
+        self.fig.savefig(
+            job.path, dpi=CHART_DPI, facecolor="white", pil_kwargs={"compress_level": 6}
+        )
         return job.path
 
     def _empty(self, job: _Job) -> None:
@@ -485,16 +490,23 @@ def render_charts(
     )
 
 
-def preview_markdown(paths: Sequence[Path], limit: int = 3, max_bytes: int = 150_000) -> str:
-    """Markdown embedding the first `limit` PNGs as data URIs (Dagster UI metadata).
+def preview_markdown(paths: Sequence[Path], limit: int = 3, width: int = 480) -> str:
+    """Markdown embedding the first `limit` PNGs as small data URIs (Dagster UI metadata).
 
-    Images larger than `max_bytes` are skipped so the run's metadata stays small.
+    Each image is scaled down to `width` pixels and reduced to a 64-colour palette, which
+    keeps a chart around 10-20 kB and an overview sheet under about 60 kB.
     """
+    from PIL import Image  # matplotlib's own dependency; only needed for previews
+
     parts = []
     for path in list(paths)[:limit]:
-        data = Path(path).read_bytes()
-        if len(data) > max_bytes:
-            continue
-        encoded = base64.b64encode(data).decode("ascii")
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.width > width:
+                image = image.resize((width, round(image.height * width / image.width)))
+            small = image.quantize(colors=64)
+            buffer = io.BytesIO()
+            small.save(buffer, format="PNG", optimize=True)
+        encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
         parts.append(f"![{Path(path).stem}](data:image/png;base64,{encoded})")
     return "\n\n".join(parts)
