@@ -378,8 +378,12 @@ class ReplayServer:
     def start(self) -> ReplayServer:
         if self._server is None:
             self._server = _Server(self)
+            # A short poll interval keeps `stop()` (and each test's teardown) quick.
             self._thread = threading.Thread(
-                target=self._server.serve_forever, name="replay-server", daemon=True
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="replay-server",
+                daemon=True,
             )
             self._thread.start()
         return self

@@ -126,7 +126,7 @@ class _WaitRetryAfter(wait_base):
     def __init__(self, settings: SourceSettings) -> None:
         self._max = settings.backoff_max_s
         self._backoff = wait_exponential_jitter(
-            initial=settings.backoff_base_s,
+            multiplier=settings.backoff_base_s,
             max=settings.backoff_max_s,
             jitter=settings.backoff_base_s,
         )

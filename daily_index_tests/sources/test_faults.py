@@ -1,0 +1,316 @@
+"""Awkward far ends injected into the real replay server.
+
+Each becomes a readable KPIErrorUpdate, or, where the API's shape allows it, a correctly
+parsed value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import UTC, date, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from daily_index.contract import KPIDataUpdate, KPIErrorUpdate
+from daily_index.replay import DEMO_DAY, Fault
+from daily_index.sources import SourceSettings
+from daily_index_tests.conftest import closed_port
+from daily_index_tests.sources.support import FRED_KEY, N8N_SECRET, fetch, spec
+
+SIMPLE = "/coingecko/api/v3/simple/price"
+KLINES = "/binance_spot/api/v3/klines"
+FUNDING = "/binance_futures/fapi/v1/fundingRate"
+FRED = "/fred/fred/series/observations"
+WEBHOOK = "/n8n/webhook/kpi/usdt-dominance"
+HTML = "<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1>cloudflare</body></html>"
+PAST = date(2026, 10, 6)
+
+
+def error_of(outcome) -> KPIErrorUpdate:
+    assert isinstance(outcome.update, KPIErrorUpdate), outcome.update
+    return outcome.update
+
+
+def n8n_body(**fields) -> dict:
+    return {
+        "schemaVersion": 2,
+        "traceId": "t-1",
+        "kpiId": "usdt_dominance",
+        "timestamp": "2026-11-24T12:00:00Z",
+        "value": 5.1,
+        **fields,
+    }
+
+
+def test_number_as_string_is_parsed(settings, server):
+    server.inject(SIMPLE, Fault(body={"bitcoin": {"usd": "97000.5"}}))
+    outcome = fetch(settings, "btc_price")
+    assert isinstance(outcome.update, KPIDataUpdate)
+    assert outcome.update.value == 97000.5
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ({"bitcoin": {"usd": None}}, "bitcoin.usd is null"),
+        ({"bitcoin": {"usd": "n/a"}}, "bitcoin.usd is 'n/a'"),
+        ({"bitcoin": {"usd": True}}, "bitcoin.usd is a boolean"),
+        ({"bitcoin": {}}, "no 'bitcoin' quote in 'usd'"),
+        ({}, "no 'bitcoin' quote"),
+        ([], "expected an object keyed by coin id, got an empty list"),
+    ],
+)
+def test_null_and_missing_values_name_the_field(settings, server, body, expected):
+    server.inject(SIMPLE, Fault(body=body))
+    assert expected in error_of(fetch(settings, "btc_price")).error
+
+
+def test_nan_written_raw_is_rejected(settings, server):
+    server.inject(SIMPLE, Fault(body='{"bitcoin": {"usd": NaN}}'))
+    update = error_of(fetch(settings, "btc_price"))
+    assert update.error_code == "invalid_value" and "finite" in update.error
+
+
+def test_negative_price_is_out_of_domain(settings, server):
+    server.inject(SIMPLE, Fault(body={"bitcoin": {"usd": -5}}))
+    update = error_of(fetch(settings, "btc_price"))
+    assert update.error_code == "out_of_domain"
+    assert "negative" in update.error
+
+
+def test_dominance_above_100_is_out_of_domain(settings, server):
+    server.inject(
+        "/coingecko/api/v3/global", Fault(body={"data": {"market_cap_percentage": {"btc": 140}}})
+    )
+    assert error_of(fetch(settings, "btc_dominance")).error_code == "out_of_domain"
+
+
+@pytest.mark.parametrize(
+    "kpi, prefix", [("btc_funding_rate", FUNDING), ("btc_close_binance", KLINES)]
+)
+def test_empty_array_is_an_error(settings, server, kpi, prefix):
+    server.inject(prefix, Fault(body=[]))
+    update = error_of(fetch(settings, kpi, PAST))
+    assert (
+        update.error_code == "no_data"
+        and "BTCUSDT" in update.error
+        and "2026-10-06" in update.error
+    )
+
+
+def test_fred_dot_in_the_whole_window_today_is_an_error(settings, server):
+    rows = [{"date": (DEMO_DAY - timedelta(days=i)).isoformat(), "value": "."} for i in range(3)]
+    server.inject(FRED, Fault(body={"observations": rows}))
+    update = error_of(fetch(settings, "us_10y_yield"))
+    assert "FRED has no observation of DGS10" in update.error
+
+
+def test_fred_dot_on_the_asked_day(settings, server):
+    server.inject(FRED, Fault(body={"observations": [{"date": "2026-10-06", "value": "."}]}))
+    update = error_of(fetch(settings, "us_10y_yield", PAST))
+    assert update.error == "FRED has no observation for 2026-10-06 (value '.') in DGS10"
+
+
+def test_fred_without_key_names_the_variable_and_sends_nothing(settings, server):
+    outcome = fetch(dataclasses.replace(settings, fred_api_key=None), "us_10y_yield")
+    update = error_of(outcome)
+    assert "FRED_API_KEY" in update.error and update.error_code == "missing_secret"
+    assert not server.hits
+
+
+def test_html_page_with_200_is_not_json_and_not_retried(settings, server):
+    server.inject(SIMPLE, Fault(body=HTML, content_type="text/html"))
+    outcome = fetch(settings, "btc_price")
+    update = error_of(outcome)
+    assert update.error_code == "invalid_json"
+    assert "is not JSON (looks like an HTML page)" in update.error
+    assert server.hits[SIMPLE] == 1 and outcome.attempts == 1
+
+
+def test_html_500_is_retried_then_reported(settings, server):
+    server.inject(SIMPLE, *[Fault(status=500, body=HTML, content_type="text/html")] * 3)
+    outcome = fetch(settings, "btc_price")
+    update = error_of(outcome)
+    host = settings.base_urls["coingecko"].removeprefix("http://").split("/")[0]
+    assert update.error.startswith(
+        f"HTTP 500 from {host}/coingecko/api/v3/simple/price after 3 attempts"
+    )
+    assert "HTML" in update.error and update.retryable
+    assert server.hits[SIMPLE] == 3 and outcome.attempts == 3
+
+
+def test_invalid_json(settings, server):
+    server.inject(SIMPLE, Fault(body='{"bitcoin": {"usd": 9'))
+    update = error_of(fetch(settings, "btc_price"))
+    assert update.error_code == "invalid_json" and "starts with" in update.error
+
+
+def test_5xx_then_success_returns_the_value(settings, server):
+    server.inject(SIMPLE, Fault(status=503), Fault(status=502))
+    outcome = fetch(settings, "btc_price")
+    assert isinstance(outcome.update, KPIDataUpdate)
+    assert outcome.attempts == 3 and server.hits[SIMPLE] == 3
+
+
+def test_429_honours_retry_after_seconds(settings, server):
+    server.inject(SIMPLE, Fault(status=429, headers={"Retry-After": "1"}))
+    started = time.monotonic()
+    outcome = fetch(dataclasses.replace(settings, backoff_max_s=5), "btc_price")
+    elapsed = time.monotonic() - started
+    assert isinstance(outcome.update, KPIDataUpdate)
+    assert server.hits[SIMPLE] == 2 and outcome.attempts == 2
+    assert elapsed >= 1.0
+
+
+def test_429_honours_retry_after_http_date(settings, server):
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
+    server.inject(SIMPLE, Fault(status=429, headers={"Retry-After": when}))
+    started = time.monotonic()
+    outcome = fetch(dataclasses.replace(settings, backoff_max_s=5), "btc_price")
+    assert isinstance(outcome.update, KPIDataUpdate)
+    assert time.monotonic() - started >= 0.9  # the date has one-second resolution
+
+
+def test_retry_after_is_capped_by_backoff_max(settings, server):
+    server.inject(SIMPLE, *[Fault(status=429, headers={"Retry-After": "60"})] * 3)
+    started = time.monotonic()
+    outcome = fetch(settings, "btc_price")
+    assert time.monotonic() - started < 2
+    update = error_of(outcome)
+    assert update.error_code == "rate_limited" and "HTTP 429 (rate limited)" in update.error
+
+
+def test_400_is_not_retried_and_quotes_the_api(settings, server):
+    server.inject(KLINES, Fault(status=400, body={"code": -1121, "msg": "Invalid symbol."}))
+    outcome = fetch(settings, "btc_close_binance")
+    update = error_of(outcome)
+    assert server.hits[KLINES] == 1 and outcome.attempts == 1
+    assert update.error.endswith("/binance_spot/api/v3/klines: Invalid symbol.")
+    assert not update.retryable
+
+
+def test_timeout_becomes_an_error(settings, server):
+    fast = dataclasses.replace(settings, timeout_s=0.3, max_attempts=2)
+    server.inject(SIMPLE, Fault(delay_s=1.0), Fault(delay_s=1.0))
+    outcome = fetch(fast, "btc_price")
+    update = error_of(outcome)
+    assert update.error_code == "timeout" and update.retryable
+    assert update.error.startswith("timed out after 0.3 s")
+    assert outcome.attempts == 2
+
+
+def test_connection_refused_is_a_retryable_error(settings):
+    dead = f"http://127.0.0.1:{closed_port()}"
+    outcome = fetch(dataclasses.replace(settings, base_urls={"coingecko": dead}), "btc_price")
+    update = error_of(outcome)
+    assert update.error_code == "connection_error" and outcome.attempts == 3
+    assert "could not reach 127.0.0.1" in update.error
+
+
+def test_unexpected_exception_is_an_internal_error(settings):
+    kpi = spec(
+        "btc_price",
+        source={
+            "kind": "coingecko_price",
+            "baseUrl": "http://[::1",
+            "params": {"coin": "bitcoin", "vs": "usd"},
+        },
+    )
+    update = error_of(fetch(settings, kpi))
+    assert update.error_code == "internal_error"
+    assert update.error.startswith("InvalidURL")
+
+
+def test_n8n_sends_the_trigger_with_the_auth_header(settings, server):
+    outcome = fetch(settings, "usdt_dominance", PAST)
+    assert isinstance(outcome.update, KPIDataUpdate)
+    (seen,) = server.requests
+    assert seen.headers["x-n8n-auth"] == N8N_SECRET
+    trigger = json.loads(seen.body)
+    assert trigger["kpiId"] == "usdt_dominance" and trigger["timestamp"] == "2026-10-06T12:00:00Z"
+    assert trigger["kpiType"] == "dominance" and trigger["traceId"] == "t-1"
+
+
+def test_n8n_without_auth_settings_sends_no_auth_header(settings, server):
+    fetch(
+        dataclasses.replace(settings, n8n_auth_header=None, n8n_auth_value=None), "usdt_dominance"
+    )
+    assert "x-n8n-auth" not in server.headers_seen("/n8n/")[0]
+
+
+def test_n8n_answer_for_another_kpi_is_rejected(settings, server):
+    server.inject(WEBHOOK, Fault(body=n8n_body(kpiId="btc_price")))
+    update = error_of(fetch(settings, "usdt_dominance"))
+    assert update.error_code == "wrong_kpi" and "btc_price" in update.error
+
+
+def test_n8n_answer_for_another_day_is_rejected(settings, server):
+    server.inject(WEBHOOK, Fault(body=n8n_body()))  # today's answer to a backfill
+    update = error_of(fetch(settings, "usdt_dominance", PAST))
+    assert update.error_code == "wrong_day"
+
+
+def test_n8n_string_value_is_rejected_by_the_strict_contract(settings, server):
+    server.inject(WEBHOOK, Fault(body=n8n_body(value="5.1")))
+    update = error_of(fetch(settings, "usdt_dominance"))
+    assert update.error_code == "invalid_value" and "'value'" in update.error
+
+
+def test_n8n_nan_is_rejected(settings, server):
+    raw = json.dumps(n8n_body()).replace("5.1", "NaN")
+    server.inject(WEBHOOK, Fault(body=raw))
+    update = error_of(fetch(settings, "usdt_dominance"))
+    assert "finite" in update.error
+
+
+def test_n8n_error_update_passes_through(settings, server):
+    body = n8n_body(error="upstream CoinGecko returned 429", errorCode="upstream", retryable=True)
+    del body["value"]
+    server.inject(WEBHOOK, Fault(body=body))
+    update = error_of(fetch(settings, "usdt_dominance"))
+    assert update.error == "upstream CoinGecko returned 429" and update.retryable
+
+
+def test_n8n_unknown_webhook_quotes_n8n(settings):
+    kpi = spec("usdt_dominance", source={"kind": "n8n", "params": {"webhook": "kpi/nope"}})
+    update = error_of(fetch(settings, kpi))
+    assert "HTTP 404" in update.error and "is not registered" in update.error
+
+
+def test_n8n_without_base_url_names_the_variable(settings):
+    update = error_of(fetch(dataclasses.replace(settings, n8n_base_url=None), "usdt_dominance"))
+    assert "DAILY_INDEX_N8N_BASE_URL" in update.error
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        [Fault(status=500, body=f"api_key={FRED_KEY} invalid")] * 3,
+        [Fault(status=400, body={"error_code": 400, "error_message": f"bad key {FRED_KEY}"})],
+        [Fault(status=200, body=f"<html>key {FRED_KEY}</html>", content_type="text/html")],
+        [Fault(body={"observations": [{"date": "2026-11-23", "value": FRED_KEY}]})],
+        [Fault(delay_s=1.0)] * 3,
+    ],
+    ids=["500", "400-echo", "html", "bad-value", "timeout"],
+)
+def test_api_key_never_appears_in_an_error(settings, server, faults):
+    server.inject(FRED, *faults)
+    outcome = fetch(dataclasses.replace(settings, timeout_s=0.3), "us_10y_yield")
+    update = error_of(outcome)
+    assert FRED_KEY not in json.dumps(update.to_wire())
+    assert FRED_KEY not in repr(outcome)
+    assert server.requests[0].query["api_key"] == FRED_KEY  # it was really sent
+
+
+def test_api_key_is_redacted_from_connection_errors(settings):
+    dead = f"http://127.0.0.1:{closed_port()}"
+    outcome = fetch(dataclasses.replace(settings, base_urls={"fred": dead}), "us_10y_yield")
+    assert FRED_KEY not in json.dumps(error_of(outcome).to_wire())
+
+
+def test_settings_repr_hides_secrets():
+    text = repr(SourceSettings(fred_api_key=FRED_KEY, n8n_auth_value=N8N_SECRET))
+    assert FRED_KEY not in text and N8N_SECRET not in text
