@@ -156,7 +156,11 @@ def _step_error(result) -> str:
 
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data.error:
-            return event.step_failure_data.error.message.strip()
+            error = event.step_failure_data.error
+            # Dagster wraps our exception; its own message is the useful one.
+            while error.cause is not None:
+                error = error.cause
+            return error.message.strip()
     return "unknown error (see the run's logs)"
 
 

@@ -315,5 +315,7 @@ class S3ObjectStore(ObjectStore):
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as exc:
-            raise self._fail("reach bucket", "", exc) from None
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code") if isinstance(
+                exc, ClientError) else type(exc).__name__
+            raise StorageError(f"{self.description}: not reachable ({code})") from None
 

@@ -1,0 +1,136 @@
+"""The KPI multi-asset through dg.materialize against the replay server and real storage."""
+
+import json
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+
+from daily_index.defs.kpis import build_kpi_assets, kpi_key
+from daily_index.defs.resources import KpiSourcesResource, StorageResource
+from daily_index.registry import load_registry
+from daily_index.replay import DEMO_DAY, Fault, ReplayServer
+from daily_index.storage.objectstore import LocalObjectStore
+from daily_index.storage.series import KpiSeriesStore, read_fetch_status
+
+ENV = {"FRED_API_KEY": "k", "DAILY_INDEX_N8N_BASE_URL": "x"}
+KPIS = load_registry().enabled(ENV)
+
+
+@pytest.fixture(scope="module")
+def replay():
+    with ReplayServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sources(replay):
+    replay.reset()
+    return KpiSourcesResource(
+        base_urls=replay.base_urls(), n8n_base_url=replay.n8n_base_url, fred_api_key="k",
+        today=DEMO_DAY.isoformat(), max_attempts=1, timeout_s=5,
+    )
+
+
+def error_text(error) -> str:
+    """The message of a Dagster error and of its causes."""
+    parts = []
+    while error is not None:
+        parts.append(error.message)
+        error = error.cause
+    return "\n".join(parts)
+
+
+def _run(sources, storage, *, partition_key=None, selection=None, tags=None, instance=None):
+    return dg.materialize(
+        [build_kpi_assets(kpis=KPIS)],
+        partition_key=partition_key,
+        selection=selection,
+        tags=tags,
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        resources={"sources": sources, "storage": storage},
+        raise_on_error=False,
+    )
+
+
+def test_every_kpi_of_the_day_is_materialised_with_its_value(sources, tmp_path):
+    storage = StorageResource(local_dir=str(tmp_path))
+    result = _run(sources, storage, partition_key=DEMO_DAY.isoformat())
+    assert result.success
+    events = result.get_asset_materialization_events()
+    assert {e.asset_key for e in events} == {kpi_key(k.id) for k in KPIS}
+    series = KpiSeriesStore(LocalObjectStore(tmp_path))
+    for event in events:
+        materialization = event.step_materialization_data.materialization
+        kpi_id = materialization.asset_key.path[-1]
+        stored = series.value_on(kpi_id, DEMO_DAY)
+        assert materialization.metadata["value"].value == pytest.approx(stored)
+        assert materialization.metadata["trace_id"].value
+        raw = json.loads((tmp_path / "raw" / kpi_id / f"{DEMO_DAY}.json").read_text())
+        assert raw["kpiId"] == kpi_id and raw["value"] == pytest.approx(stored)
+
+
+def test_one_failing_kpi_fails_the_run_but_not_the_others(replay, sources, tmp_path):
+    storage = StorageResource(local_dir=str(tmp_path))
+    series = KpiSeriesStore(LocalObjectStore(tmp_path))
+    assert _run(sources, storage, partition_key=DEMO_DAY.isoformat()).success
+    before = series.value_on("fear_greed", DEMO_DAY)
+
+    replay.inject("/alternative_me", Fault(status=200, body="<html>maintenance</html>",
+                                           content_type="text/html"))
+    instance = dg.DagsterInstance.ephemeral()
+    result = _run(sources, storage, partition_key=DEMO_DAY.isoformat(), instance=instance)
+    assert not result.success
+    landed = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert kpi_key("fear_greed") not in landed
+    assert len(landed) == len(KPIS) - 1
+    # The failed KPI keeps what was stored before, and says why it failed.
+    assert series.value_on("fear_greed", DEMO_DAY) == before
+    status = read_fetch_status(LocalObjectStore(tmp_path), DEMO_DAY)["fear_greed"]
+    assert status["status"] == "failed" and "HTML" in status["reason"]
+    observations = instance.fetch_observations(kpi_key("fear_greed"), limit=5).records
+    assert observations[0].asset_observation.metadata["fetch_status"].value == "failed"
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "fear_greed" in error_text(failure.step_failure_data.error)
+
+
+def test_a_subset_fetches_only_the_selected_kpi(replay, sources, tmp_path):
+    storage = StorageResource(local_dir=str(tmp_path))
+    result = _run(sources, storage, partition_key=DEMO_DAY.isoformat(),
+                  selection=[kpi_key("fear_greed")])
+    assert result.success
+    assert [e.asset_key for e in result.get_asset_materialization_events()] == [
+        kpi_key("fear_greed")
+    ]
+    assert sorted({r.path.split("/")[1] for r in replay.requests}) == ["alternative_me"]
+
+
+def test_a_range_of_days_in_one_run_stores_each_days_own_value(sources, tmp_path):
+    storage = StorageResource(local_dir=str(tmp_path))
+    first, last = DEMO_DAY - timedelta(days=4), DEMO_DAY - timedelta(days=1)
+    result = _run(
+        sources, storage, selection=[kpi_key("btc_price"), kpi_key("btc_close_binance")],
+        tags={"dagster/asset_partition_range_start": first.isoformat(),
+              "dagster/asset_partition_range_end": last.isoformat()},
+    )
+    assert result.success
+    series = KpiSeriesStore(LocalObjectStore(tmp_path))
+    frame = series.read("btc_close_binance")
+    assert [d.isoformat() for d in frame["date"]] == [
+        (first + timedelta(days=i)).isoformat() for i in range(4)
+    ]
+    # past days get their own historical value, never the live quote
+    assert frame["value"].nunique() == 4
+    assert len(series.read("btc_price")) == 4
+
+
+def test_unreachable_storage_fails_naming_the_store(sources, unused_port):
+    storage = StorageResource(
+        backend="s3", bucket="nowhere", endpoint_url=f"http://127.0.0.1:{unused_port}",
+        access_key_id="a", secret_access_key="b",
+    )
+    result = _run(sources, storage, partition_key=DEMO_DAY.isoformat())
+    assert not result.success
+    assert result.get_asset_materialization_events() == []
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "S3 bucket 'nowhere'" in error_text(failure.step_failure_data.error)
