@@ -1,0 +1,295 @@
+"""The PDF renderer: content, escaping of untrusted text, the URL fetcher's refusals."""
+
+from __future__ import annotations
+
+import http.server
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pypdf
+import pytest
+
+from daily_index.report.charts import ChartSet, render_charts
+from daily_index.report.model import DayTable
+from daily_index.report.pdf import (
+    TEMPLATES_DIR,
+    ArtefactURLFetcher,
+    PdfInfo,
+    PdfRenderError,
+    RefusedURLError,
+    render_pdf,
+    write_pdf,
+)
+from daily_index_tests.report.conftest import GENERATED_AT, make_analysis, make_table
+
+GENERATION = {"registry_version": "1", "run": "abcd1234"}
+
+
+def pdf_text(path: Path) -> list[str]:
+    """Text per page, whitespace collapsed (weasyprint may split lines anywhere)."""
+    reader = pypdf.PdfReader(path)
+    return [re.sub(r"\s+", " ", page.extract_text() or "") for page in reader.pages]
+
+
+def render(
+    tmp_path: Path,
+    table: DayTable,
+    *,
+    analysis: dict | None = None,
+    partial: bool | None = None,
+    demo: bool = False,
+    name: str = "report.pdf",
+) -> tuple[PdfInfo, list[str]]:
+    charts = render_charts(table, tmp_path / "charts", window_days=60)
+    info = render_pdf(
+        table=table,
+        analysis=analysis or make_analysis(),
+        charts=charts,
+        out_path=tmp_path / name,
+        partial=(not table.complete) if partial is None else partial,
+        generated_at=GENERATED_AT,
+        generation=GENERATION,
+        demo=demo,
+    )
+    return info, pdf_text(info.path)
+
+
+@pytest.fixture(scope="module")
+def complete_report(tmp_path_factory) -> tuple[PdfInfo, list[str]]:
+    return render(tmp_path_factory.mktemp("complete"), make_table())
+
+
+@pytest.fixture(scope="module")
+def partial_report(tmp_path_factory) -> tuple[PdfInfo, list[str]]:
+    table = make_table(
+        missing={"eth_price": "n8n webhook <b>timed out</b> after 30 s", "dxy": None},
+        empty=("stablecoin_supply",),
+        names={"us10y": "Yield <script>alert(1)</script>"},
+    )
+    analysis = make_analysis(
+        headline="Markets <b>calm</b> & quiet",
+        kpi_notes=[
+            {"kpi_id": "btc_price", "note": "Watch <script>alert('x')</script> closely"},
+            {"kpi_id": "unknown_kpi", "note": "A note about <i>nothing</i>"},
+        ],
+    )
+    return render(tmp_path_factory.mktemp("partial"), table, analysis=analysis, demo=True)
+
+
+def test_pdf_info_matches_the_file(complete_report):
+    info, pages = complete_report
+    assert info.path.read_bytes()[:5] == b"%PDF-"
+    assert info.bytes == info.path.stat().st_size
+    assert info.pages == len(pages) == len(pypdf.PdfReader(info.path).pages)
+    assert info.pages >= 5
+
+
+def test_cover_has_date_and_headline(complete_report):
+    _, pages = complete_report
+    assert "Monday 30 June 2025" in pages[0]
+    assert "Bitcoin holds above 67k as dominance edges higher" in pages[0]
+
+
+def test_kpi_values_are_formatted_by_unit(complete_report):
+    text = " ".join(complete_report[1])
+    for expected in ("$67,432", "$3,412", "0.0512 BTC", "54.20%", "72.00 points", "4.30%",
+                     "$160,000,000,000"):
+        assert expected in text
+
+
+def test_complete_report_has_no_disclaimer_and_no_demo_banner(complete_report):
+    _, pages = complete_report
+    assert "Partial report" not in " ".join(pages)
+    assert "DEMO DATA" not in " ".join(pages)
+    assert "All 10 KPIs reported" in " ".join(pages)
+
+
+def test_footer_on_every_page(complete_report):
+    _, pages = complete_report
+    for number, text in enumerate(pages, start=1):
+        assert f"Page {number} of {len(pages)}" in text
+        assert "2025-06-30 12:05 UTC" in text
+        assert "Rule-based analyst (no LLM configured)" in text
+        assert "registry v1" in text
+
+
+def test_partial_report_has_disclaimer_on_page_one_listing_the_missing(partial_report):
+    _, pages = partial_report
+    assert "Partial report." in pages[0]
+    assert "3 of 10 KPIs are missing" in pages[0]
+    for name in ("Ether price", "US dollar index", "Stablecoin supply"):
+        assert name in pages[0]
+
+
+def test_missing_value_shows_as_missing_never_zero(partial_report):
+    text = " ".join(partial_report[1])
+    row = re.search(r"Ether price (\S+)", text[text.index("KPIs on 2025-06-30"):])
+    assert row is not None and row.group(1) == "missing"
+    assert "$0" not in text
+
+
+def test_data_quality_lists_reasons_and_sources(partial_report):
+    quality = " ".join(partial_report[1])
+    quality = quality[quality.index("Data quality"):]
+    assert "failed" in quality.lower() and "eth_price" in quality
+    assert "no value was received for this day" in quality
+    assert "Test source" in quality and "n8n" in quality
+
+
+def test_demo_banner_on_every_page(partial_report):
+    _, pages = partial_report
+    assert all("DEMO DATA" in page for page in pages)
+
+
+def test_untrusted_text_is_escaped_and_shown_literally(partial_report):
+    info, pages = partial_report
+    text = " ".join(pages)
+    assert "Markets <b>calm</b> & quiet" in text
+    assert "Watch <script>alert('x')</script> closely" in text
+    assert "Yield <script>alert(1)</script>" in text
+    assert "n8n webhook <b>timed out</b> after 30 s" in text
+    assert "A note about <i>nothing</i>" in text
+
+
+def test_notes_and_analysis_sections_present(complete_report):
+    text = " ".join(complete_report[1])
+    for expected in ("Executive summary", "Crypto markets were calm.", "Thin weekend liquidity.",
+                     "Range-bound trading", "Notes by KPI", "Sentiment stays in greed territory.",
+                     "At a glance", "Charts"):
+        assert expected in text
+
+
+def test_page_one_renders_to_a_non_blank_image(complete_report, tmp_path):
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("poppler-utils (pdftoppm) not installed")
+    info, _ = complete_report
+    subprocess.run(
+        ["pdftoppm", "-r", "60", "-f", "1", "-l", "1", "-png", str(info.path),
+         str(tmp_path / "page")],
+        check=True, timeout=60,
+    )
+    [png] = list(tmp_path.glob("page*.png"))
+    from PIL import Image
+
+    with Image.open(png) as image:
+        assert abs(image.width - 496) <= 2 and abs(image.height - 702) <= 2  # A4 at 60 dpi
+        gray = image.convert("L")
+        histogram = gray.histogram()
+    dark = sum(histogram[:128])
+    assert dark > 2000, "page 1 looks blank"
+
+
+# ---------------------------------------------------------------- the URL fetcher
+
+
+class _CountingHandler(http.server.BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_GET(self):  # noqa: N802
+        type(self).hits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[tuple[str, list[str]]]:
+    handler = type("Handler", (_CountingHandler,), {"hits": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler.hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_img_tag_in_untrusted_text_is_never_fetched(tmp_path, http_server):
+    base, hits = http_server
+    img = f'<img src="{base}/x.png"><link rel="stylesheet" href="{base}/s.css">'
+    analysis = make_analysis(
+        summary=img, headline=img, kpi_notes=[{"kpi_id": "btc_price", "note": img}],
+    )
+    table = make_table(names={"btc_price": f'BTC <img src="{base}/name.png">'},
+                       missing={"eth_price": img})
+    _, pages = render(tmp_path, table, analysis=analysis)
+    assert hits == []
+    assert f'<img src="{base}/x.png">' in " ".join(pages)
+
+
+def test_fetcher_refuses_network_urls_even_in_markup(tmp_path, http_server):
+    base, hits = http_server
+    html = f'<html><body><p>x</p><img src="{base}/x.png"></body></html>'
+    with pytest.raises(PdfRenderError, match="only the report's own files"):
+        write_pdf(html, tmp_path / "out.pdf", allowed_dirs=[tmp_path])
+    assert hits == []
+    assert not (tmp_path / "out.pdf").exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "file://otherhost/etc/passwd",
+        "http://127.0.0.1:9/x.png",
+        "https://example.com/x.png",
+        "ftp://example.com/x",
+    ],
+)
+def test_fetcher_refuses_outside_artefacts(tmp_path, url):
+    fetcher = ArtefactURLFetcher([tmp_path])
+    with pytest.raises(RefusedURLError, match="refused to load"):
+        fetcher.fetch(url)
+    assert fetcher.refused == [url]
+
+
+def test_fetcher_refuses_path_escapes_from_allowed_dir(tmp_path):
+    allowed = tmp_path / "charts"
+    allowed.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    fetcher = ArtefactURLFetcher([allowed])
+    with pytest.raises(RefusedURLError, match="outside the allowed folders"):
+        fetcher.fetch(allowed.as_uri() + "/../secret.txt")
+    link = allowed / "link.png"
+    link.symlink_to(secret)
+    with pytest.raises(RefusedURLError):
+        fetcher.fetch(link.as_uri())
+
+
+def test_fetcher_serves_allowed_files(tmp_path):
+    chart = tmp_path / "c.png"
+    chart.write_bytes(b"\x89PNG fake")
+    fetcher = ArtefactURLFetcher([tmp_path])
+    response = fetcher.fetch(chart.as_uri())
+    try:
+        assert response.read() == b"\x89PNG fake"
+    finally:
+        response.close()
+    css = ArtefactURLFetcher([TEMPLATES_DIR]).fetch((TEMPLATES_DIR / "report.css").as_uri())
+    css.close()
+
+
+def test_passwd_in_markup_is_refused_at_render(tmp_path):
+    html = '<html><body><img src="file:///etc/passwd"></body></html>'
+    with pytest.raises(PdfRenderError, match="/etc/passwd"):
+        write_pdf(html, tmp_path / "out.pdf", allowed_dirs=[tmp_path])
+
+
+def test_chart_set_outside_its_folder_is_refused(tmp_path):
+    table = make_table(kpis=[("btc_price", "Bitcoin price", "USD", "line", {}, "m", 1.0)])
+    real = render_charts(table, tmp_path / "charts")
+    moved = ChartSet(charts=dict(real.charts), overview=real.overview,
+                     out_dir=tmp_path / "elsewhere", window=real.window)
+    with pytest.raises(PdfRenderError, match="outside the allowed folders"):
+        render_pdf(table=table, analysis=make_analysis(), charts=moved,
+                   out_path=tmp_path / "r.pdf", partial=False, generated_at=GENERATED_AT,
+                   generation=GENERATION)
