@@ -12,7 +12,6 @@ floor and peak RSS.
 Usage: python bench/kpis.py [--kpis 200] [--latency-ms 50] [--skip naive]
 """
 
-from __future__ import annotations
 
 import argparse
 import json

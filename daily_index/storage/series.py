@@ -150,7 +150,7 @@ def record_fetch_status(store: ObjectStore, day: date, entries: dict[str, dict])
 
     def merge(current: bytes | None) -> bytes:
         merged: dict[str, dict] = {}
-        if current:
+        if current is not None:
             try:
                 merged = json.loads(current)
             except ValueError:

@@ -1,0 +1,71 @@
+"""Smoke test: the Definitions load and every job resolves, under several environments."""
+
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from daily_index.definitions import build_definitions
+from daily_index.defs.resources import ConfigurationError
+from daily_index.registry import load_registry
+
+
+def test_definitions_load_and_every_job_resolves():
+    defs = build_definitions(environ={})
+    for job in defs.resolve_all_job_defs():
+        assert job.name
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    enabled = load_registry().enabled({})
+    assert {f"kpi/{k.id}" for k in enabled} <= keys
+    assert {"report/charts", "report/analysis", "report/pdf", "report/delivery"} <= keys
+    assert "kpi/us_10y_yield" not in keys  # FRED KPIs stay off without a key
+    assert defs.resolve_schedule_def("daily_kpis_schedule").cron_schedule == "0 12 * * *"
+    assert defs.resolve_sensor_def("report_fanin_sensor")
+
+
+def test_fred_kpis_appear_with_a_key_and_schedule_is_configurable():
+    defs = build_definitions(environ={
+        "FRED_API_KEY": "x", "DAILY_INDEX_SCHEDULE_CRON": "30 6 * * *",
+        "DAILY_INDEX_SCHEDULE_TZ": "Europe/Paris",
+    })
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert "kpi/us_10y_yield" in keys
+    schedule = defs.resolve_schedule_def("daily_kpis_schedule")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 6 * * *", "Europe/Paris")
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"DAILY_INDEX_STORAGE": "r2"}, "DAILY_INDEX_S3_BUCKET"),
+        ({"DAILY_INDEX_STORAGE": "ftp"}, "DAILY_INDEX_STORAGE"),
+        ({"DAILY_INDEX_FETCH_CONCURRENCY": "many"}, "DAILY_INDEX_FETCH_CONCURRENCY"),
+        ({"DAILY_INDEX_LLM_API_KEY": "sk-secret-value"}, "DAILY_INDEX_LLM_PROVIDER"),
+        ({"DAILY_INDEX_SUBSCRIBERS_FILE": "/nonexistent.yaml"}, "DAILY_INDEX_SUBSCRIBERS_FILE"),
+    ],
+)
+def test_incomplete_configuration_names_the_setting(environ, named):
+    with pytest.raises(ConfigurationError) as caught:
+        build_definitions(environ=environ)
+    assert named in str(caught.value)
+    assert "sk-secret-value" not in str(caught.value)
+
+
+def test_secrets_reach_resources_only_as_env_vars():
+    env = {"DAILY_INDEX_STORAGE": "r2", "DAILY_INDEX_R2_ACCOUNT_ID": "acc",
+           "DAILY_INDEX_S3_BUCKET": "b", "DAILY_INDEX_S3_ACCESS_KEY_ID": "AKIDVALUE",
+           "DAILY_INDEX_S3_SECRET_ACCESS_KEY": "very-secret", "FRED_API_KEY": "fred-secret"}
+    defs = build_definitions(environ=env)
+    storage = defs.resources["storage"]
+    assert isinstance(storage.secret_access_key, dg.EnvVar)
+    assert storage.endpoint_url == "https://acc.r2.cloudflarestorage.com"
+    assert "very-secret" not in repr(defs.resources) and "fred-secret" not in repr(defs.resources)
+
+
+def test_dagster_validates_the_code_location_from_the_repo_root():
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
