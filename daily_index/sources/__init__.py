@@ -82,6 +82,12 @@ async def fetch_one(
     update: KPIUpdate
     try:
         fetcher = FETCHERS.get(request.spec.source.kind)
+        if request.day > request.today:
+            # Live endpoints would answer with today's value, stored under a future date.
+            raise SourceError(
+                f"{request.day} is in the future (today is {request.today}); nothing to fetch",
+                "future_day",
+            )
         if fetcher is None:
             raise SourceError(f"no source for kind {request.spec.source.kind!r}", "unknown_source")
         update = await fetcher(request, settings, http)

@@ -178,8 +178,14 @@ class Http:
                 the body is not JSON.
         """
         settings = self.settings
+        # The per-attempt timeout comes from our settings even on a caller's client.
         request = self.client.build_request(
-            method, url, params=params, json=json_body, headers=headers
+            method,
+            url,
+            params=params,
+            json=json_body,
+            headers=headers,
+            timeout=httpx.Timeout(settings.timeout_s),
         )
         place = where(request.url)
         attempts_before = self.attempts
@@ -244,11 +250,10 @@ class Http:
                 retryable=True,
             )
         response = exc.response
-        assert response is not None
-        status = response.status_code
+        status = response.status_code if response is not None else 0
         label = " (rate limited)" if status == 429 else ""
         extra = ""
-        if describe_body(response) == "looks like an HTML page":
+        if response is not None and describe_body(response) == "looks like an HTML page":
             extra = "; the body looks like an HTML page"
         return SourceError(
             f"HTTP {status}{label} from {place} after {tries} {plural}{extra}",

@@ -6,19 +6,21 @@ parsed value.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
 from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
 
+import httpx
 import pytest
 
 from daily_index.contract import KPIDataUpdate, KPIErrorUpdate
 from daily_index.replay import DEMO_DAY, Fault
-from daily_index.sources import SourceSettings
+from daily_index.sources import SourceSettings, fetch_all, fetch_many
 from daily_index_tests.conftest import closed_port
-from daily_index_tests.sources.support import FRED_KEY, N8N_SECRET, fetch, spec
+from daily_index_tests.sources.support import FRED_KEY, N8N_SECRET, fetch, request, spec
 
 SIMPLE = "/coingecko/api/v3/simple/price"
 KLINES = "/binance_spot/api/v3/klines"
@@ -314,3 +316,27 @@ def test_api_key_is_redacted_from_connection_errors(settings):
 def test_settings_repr_hides_secrets():
     text = repr(SourceSettings(fred_api_key=FRED_KEY, n8n_auth_value=N8N_SECRET))
     assert FRED_KEY not in text and N8N_SECRET not in text
+
+
+def test_n8n_post_is_resent_whole_after_a_5xx(settings, server):
+    server.inject(WEBHOOK, Fault(status=502))
+    outcome = fetch(settings, "usdt_dominance")
+    assert isinstance(outcome.update, KPIDataUpdate) and outcome.attempts == 2
+    first, second = server.requests
+    assert first.body == second.body and json.loads(second.body)["kpiId"] == "usdt_dominance"
+
+
+def test_timeout_setting_applies_to_a_callers_client(settings, server):
+    async def run():
+        async with httpx.AsyncClient(timeout=30) as client:
+            fast = dataclasses.replace(settings, timeout_s=0.2, max_attempts=1)
+            return await fetch_many([request("btc_price")], fast, client=client)
+
+    server.inject(SIMPLE, Fault(delay_s=1.0))
+    (outcome,) = asyncio.run(run())
+    assert error_of(outcome).error_code == "timeout"
+
+
+def test_future_day_is_refused_without_a_request(settings, server):
+    (outcome,) = fetch_all([request("btc_price", DEMO_DAY + timedelta(days=1))], settings)
+    assert error_of(outcome).error_code == "future_day" and not server.hits
