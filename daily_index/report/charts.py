@@ -294,10 +294,13 @@ class _ChartPainter:
             tmp.append(ax.axhline(level, color=color, linestyle=(0, (4, 3)), linewidth=1.0))
             if lo <= level <= hi:
                 tmp.append(
+                    # inside, on the left: the right margin belongs to the latest value
                     ax.annotate(
-                        f"{label} {_axis_number(level)}", (1.0, level),
-                        xycoords=("axes fraction", "data"), xytext=(3, 0),
-                        textcoords="offset points", va="center", fontsize=7, color=color,
+                        f"{label} {_axis_number(level)}", (0.0, level),
+                        xycoords=("axes fraction", "data"), xytext=(3, 1.5),
+                        textcoords="offset points", va="bottom", ha="left", fontsize=7,
+                        color=color, bbox={"boxstyle": "square,pad=0.1", "facecolor": "white",
+                                           "edgecolor": "none", "alpha": 0.75},
                     )
                 )
             else:
