@@ -219,13 +219,13 @@ def _kpi_id(key: dg.AssetKey) -> str:
     return key.path[-1]
 
 
-def _missing_tag(missing: list[dg.AssetKey]) -> str:
+def _missing_tag(missing: list[dg.AssetKey], max_chars: int = MISSING_TAG_MAX_CHARS) -> str:
     """Comma-joined KPI ids, cut to a readable length with a count of the rest."""
     ids = sorted(_kpi_id(k) for k in missing)
     shown: list[str] = []
     used = 0
     for kpi_id in ids:
-        if used + len(kpi_id) + 1 > MISSING_TAG_MAX_CHARS:
+        if used + len(kpi_id) + 1 > max_chars:
             break
         shown.append(kpi_id)
         used += len(kpi_id) + 1
@@ -321,6 +321,8 @@ def build_report_fanin_sensor(
     )
     def report_fanin_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         now = clock()
+        if now.tzinfo is None:
+            raise ValueError("report_fanin_sensor: the clock must return an aware datetime")
         if not keys:
             return dg.SensorResult(skip_reason="No KPI is configured: nothing to fan in.")
         local_today = now.astimezone(settings.tz).date()
@@ -378,7 +380,9 @@ def build_report_fanin_sensor(
             if "report" in day_state:
                 # A partial report went out and amendments are on.
                 if missing:
-                    notes.append(f"{day}: partial report out, {len(missing)} KPI(s) still missing")
+                    note = f"{day}: partial report out, {len(missing)} KPI(s) still missing"
+                    notes.append(note)
+                    context.log.info(note)
                     continue
                 requests.append(
                     dg.RunRequest(
@@ -406,20 +410,26 @@ def build_report_fanin_sensor(
                 day_state["report"] = "complete"
                 context.log.info(f"{day}: all {len(keys)} KPIs landed; launching the report")
                 continue
+            if now >= settings.deadline(d) and len(missing) == len(keys):
+                # A report without a single value helps nobody (e.g. a first deployment).
+                day_state["report"] = "none"
+                note = f"{day}: deadline passed and no KPI landed; no report for this day"
+                notes.append(note)
+                context.log.warning(note)
+                continue
             if now >= settings.deadline(d):
-                missing_ids = _missing_tag(missing)
                 requests.append(
                     dg.RunRequest(
                         job_name=daily_report_job.name,
                         partition_key=day,
                         run_key=f"report-{day}",
-                        tags={REPORT_TAG: "partial", MISSING_TAG: missing_ids},
+                        tags={REPORT_TAG: "partial", MISSING_TAG: _missing_tag(missing)},
                     )
                 )
                 day_state["report"] = "partial"
                 context.log.info(
                     f"{day}: deadline {settings.deadline(d).isoformat()} passed with "
-                    f"{len(missing)}/{len(keys)} KPIs missing ({missing_ids}); "
+                    f"{len(missing)}/{len(keys)} KPIs missing ({_missing_tag(missing, 120)}); "
                     "launching a partial report"
                 )
                 continue
@@ -499,4 +509,4 @@ def _retry_decision(
         )
     )
     day_state["retry"] = attempt
-    return f"{waiting} ({_missing_tag(missing)}); re-requesting them, attempt {attempt}"
+    return f"{waiting} ({_missing_tag(missing, 120)}); re-requesting them, attempt {attempt}"

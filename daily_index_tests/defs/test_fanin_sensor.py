@@ -190,6 +190,15 @@ def test_partial_report_at_the_deadline_lists_the_missing_kpi(harness: Harness) 
     assert harness.tick().run_requests == []
 
 
+def test_no_report_for_a_day_where_nothing_landed(harness: Harness) -> None:
+    harness.clock.at(DAY, "14:00")
+    result = harness.tick()
+    assert result.run_requests == []
+    assert "no KPI landed" in result.skip_reason.skip_message
+    harness.land(DAY, "a")  # too late: the day is closed
+    assert harness.tick().run_requests == []
+
+
 def retries_seen(harness: Harness, times: list[str]) -> dict[str, list[str]]:
     seen = {}
     for hh_mm in times:
@@ -249,6 +258,7 @@ def test_retries_are_bounded(instance, max_retries: int, expected: list[str]) ->
 def test_no_retry_after_the_deadline(instance) -> None:
     # With a 20-minute deadline the 12:30 and 13:00 attempts would fall after it.
     harness = Harness(instance, settings=replace(SETTINGS, deadline_minutes=20))
+    harness.land(DAY, "a")
     seen = retries_seen(harness, ["12:15", "12:19", "12:20"])
     assert seen == {
         "12:15": [f"kpis-retry-{DAY}-1"],
@@ -330,24 +340,51 @@ def test_sensor_definition(harness: Harness) -> None:
     assert harness.defs.resolve_job_def("daily_report_job").partitions_def == daily_partitions
 
 
+def test_a_kpi_landing_between_ticks_completes_the_day(harness: Harness) -> None:
+    harness.land(DAY, "a", "b")
+    harness.clock.at(DAY, "12:05")
+    assert harness.tick().run_requests == []
+    assert json.loads(harness.cursor)["days"][DAY]["missing"] == ["kpi/c"]
+    harness.land(DAY, "c")
+    harness.clock.at(DAY, "12:06")
+    assert run_keys(harness.tick()) == [f"report-{DAY}"]
+
+
+def test_a_new_kpi_invalidates_the_cached_missing_list(instance) -> None:
+    before = Harness(instance)
+    before.land(DAY, "a", "b", "c")
+    before.clock.at(DAY, "12:00")
+    before.tick()  # would cache "nothing missing" if the day stayed open
+    before.land(DAY, "a")
+    after = Harness(instance, keys=[*KEYS, dg.AssetKey(["kpi", "d"])])
+    after.cursor = json.dumps({**json.loads(before.cursor), "days": {DAY: {"missing": []}}})
+    after.clock.at(DAY, "12:05")
+    result = after.tick()
+    assert result.run_requests == []
+    assert json.loads(after.cursor)["days"][DAY]["missing"] == ["kpi/d"]
+
+
 def test_200_kpis_tick_is_fast_and_the_missing_tag_stays_short(instance) -> None:
     keys = [dg.AssetKey(["kpi", f"kpi_{n:03d}_with_a_long_name"]) for n in range(200)]
-    harness = Harness(instance, keys=keys)
+    harness = Harness(instance, settings=replace(SETTINGS, lookback_days=3), keys=keys)
     for key in keys[:120]:
         instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=DAY))
-    harness.clock.at(DAY, "14:00")
+    harness.clock.at(DAY, "12:05")
 
-    started = time.perf_counter()
-    result = harness.tick()
-    first = time.perf_counter() - started
-    started = time.perf_counter()
-    harness.tick()
-    settled = time.perf_counter() - started
+    timings = []
+    for _ in range(2):
+        started = time.perf_counter()
+        harness.tick()
+        timings.append(time.perf_counter() - started)
+        harness.clock.now += timedelta(minutes=1)
     print(
-        f"\n200 KPIs, 3 open days: first tick {first * 1000:.0f} ms, next {settled * 1000:.0f} ms"
+        f"\n200 KPIs: first tick (3 open days, 200 keys asked) {timings[0] * 1000:.0f} ms; "
+        f"next tick (1 open day, 80 missing asked) {timings[1] * 1000:.0f} ms"
     )
+    assert len(json.loads(harness.cursor)["days"][DAY]["missing"]) == 80
 
-    [partial] = [r for r in result.run_requests if r.partition_key == DAY]
+    harness.clock.at(DAY, "14:00")
+    [partial] = harness.tick().run_requests
     missing = partial.tags[MISSING_TAG]
     assert len(missing) <= MISSING_TAG_MAX_CHARS + 20
     assert missing.startswith("kpi_120_with_a_long_name,kpi_121")
