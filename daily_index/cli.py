@@ -47,8 +47,12 @@ def _instance(ephemeral: bool):
     if ephemeral:
         return dg.DagsterInstance.ephemeral()
     # Runs must land where `dagster dev` looks: the same DAGSTER_HOME.
-    home = os.environ.setdefault("DAGSTER_HOME", str(Path(DEFAULT_DAGSTER_HOME).resolve()))
-    Path(home).mkdir(parents=True, exist_ok=True)
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(DEFAULT_DAGSTER_HOME).resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        # SQLite in DAGSTER_HOME is Dagster's default; the file only silences its notice.
+        config.write_text("telemetry:\n  enabled: false\n")
     return dg.DagsterInstance.get()
 
 
@@ -432,8 +436,77 @@ def doctor() -> None:
 
 
 def _doctor_extras(env: Mapping[str, str]) -> list[tuple[str, bool | None, str]]:
-    """Checks of the report side (LLM, subscribers); empty until those parts are wired."""
-    return []
+    """Checks of the report side: the analyst, the subscribers, the PDF preview tool."""
+    import shutil
+
+    from daily_index.delivery import load_subscribers
+    from daily_index.report.analysis import LlmSettings
+
+    rows: list[tuple[str, bool | None, str]] = []
+    try:
+        llm = LlmSettings.from_env(env)
+        rows.append(("analyst", True if llm else None,
+                     f"LLM {llm.model} at {llm.base_url} (key hidden)" if llm
+                     else "no LLM key: the rule-based analyst writes the analysis"))
+    except ValueError as exc:
+        rows.append(("analyst", False, str(exc)))
+    file = env.get("DAILY_INDEX_SUBSCRIBERS_FILE")
+    if not file:
+        outbox = env.get("DAILY_INDEX_OUTBOX_DIR", ".data/outbox")
+        rows.append(("subscribers", None, f"no subscriber file: reports go to {outbox}/"))
+    else:
+        try:
+            loaded = load_subscribers(file)
+            problems = loaded.problems
+            detail = f"{file}: {len(loaded.subscribers)} subscribers"
+            if problems:
+                detail += f"; {len(problems)} skipped, first: {problems[0]}"
+            rows.append(("subscribers", not problems, detail))
+        except (OSError, ValueError) as exc:
+            rows.append(("subscribers", False, f"{file}: {exc}"))
+    rows.append(("PDF preview", True if shutil.which("pdftoppm") else None,
+                 "pdftoppm found" if shutil.which("pdftoppm")
+                 else "pdftoppm missing (apt-get install poppler-utils): no page-1 preview"))
+    return rows
+
+
+@main.command()
+@click.option("--date", "day", metavar="YYYY-MM-DD", required=True, help="The report's day.")
+@click.option("--resend-failed", is_flag=True,
+              help="Also retry endpoints that failed too often and sends of unknown outcome "
+                   "(these may arrive twice).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def deliver(day: str, resend_failed: bool, no_progress: bool) -> None:
+    """(Re)deliver day D's report; endpoints already served are skipped."""
+    from daily_index.definitions import build_definitions
+    from daily_index.defs.delivery import DELIVERY_KEY
+    from daily_index.defs.resources import ConfigurationError
+
+    target = _parse_day(day)
+    try:
+        job = build_definitions(environ=os.environ).resolve_job_def("daily_report_job")
+    except (ConfigurationError, RegistryError) as exc:
+        err_console.print(f"[red]Configuration error:[/red] {exc}")
+        sys.exit(EXIT_CONFIG)
+    run_config = {
+        **QUIET_RUN,
+        "ops": {"report__delivery": {"config": {"resend_failed": resend_failed}}},
+    }
+    with _ProgressBars(not no_progress) as bars, progress.listening(bars):
+        outcome = job.execute_in_process(
+            partition_key=target.isoformat(), instance=_instance(False), raise_on_error=False,
+            asset_selection=[DELIVERY_KEY], run_config=run_config, tags={"trigger": "cli"},
+        )
+    if not outcome.success:
+        err_console.print(f"[red]Delivery failed:[/red] {_step_error(outcome)}")
+        sys.exit(EXIT_FAILED)
+    sent = _materialisation(outcome, DELIVERY_KEY)
+    console.print(
+        f"Delivery for {target}: {sent.get('sent', 0)} sent, {sent.get('failed', 0)} failed, "
+        f"{sent.get('dead', 0)} dead, {sent.get('already_sent', 0)} already sent "
+        f"of {sent.get('endpoints', 0)} endpoints (ledger {sent.get('ledger')})"
+    )
+    sys.exit(EXIT_PARTIAL if sent.get("failed") or sent.get("dead") else EXIT_OK)
 
 
 if __name__ == "__main__":

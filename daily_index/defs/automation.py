@@ -23,7 +23,6 @@ DEFAULT_TIMEZONE = "UTC"
 daily_kpis_job = dg.define_asset_job(
     name="daily_kpis_job",
     selection=dg.AssetSelection.key_prefixes(["kpi"]),
-    partitions_def=daily_partitions,
     description="Fetch and store every active KPI for one day (one step, concurrent fetches).",
 )
 

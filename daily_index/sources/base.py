@@ -50,4 +50,5 @@ class SourceSettings:
     concurrency: int = 32
 
     def base_url(self, spec: KpiSpec, family: str) -> str:
-        return (spec.source.base_url or self.base_urls.get(family) or DEFAULT_BASE_URLS[family]).rstrip("/")
+        chosen = spec.source.base_url or self.base_urls.get(family) or DEFAULT_BASE_URLS[family]
+        return chosen.rstrip("/")
