@@ -1,6 +1,6 @@
 """The one entry point: builds the Definitions from the registry and the environment.
 
-Cross-cutting policy (owners, the run retry policy) is applied here once. The environment
+Cross-cutting policy (owners) is applied here once. The environment
 is read when the code location loads (`@dg.definitions`), never at import time.
 """
 

@@ -23,6 +23,9 @@ DEFAULT_TIMEZONE = "UTC"
 daily_kpis_job = dg.define_asset_job(
     name="daily_kpis_job",
     selection=dg.AssetSelection.key_prefixes(["kpi"]),
+    # A run that failed because some KPIs failed must not be re-run whole by the instance's
+    # run retries: the fan-in sensor re-requests just the missing KPIs.
+    tags={"dagster/max_retries": "0"},
     description="Fetch and store every active KPI for one day (one step, concurrent fetches).",
 )
 

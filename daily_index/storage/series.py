@@ -143,8 +143,8 @@ def status_key(day: date) -> str:
 def record_fetch_status(store: ObjectStore, day: date, entries: dict[str, dict]) -> None:
     """Merge per-KPI fetch results of a day into `status/<date>.json` (ok or failed + reason).
 
-    The report's data-quality section and the fan-in sensor read it to tell a KPI that
-    failed (and why) from one that simply has not run yet.
+    The report's data-quality section and the CLI read it to tell a KPI that failed (and
+    why) from one that simply has not run yet.
     """
     where = f"{store.description}, {status_key(day)}"
 
