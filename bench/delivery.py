@@ -83,19 +83,33 @@ def main() -> None:
             port = dead if i % 200 == 0 else failing
         else:
             port = servers[i % len(servers)]
-        subscribers.append(Subscriber(id=f"s{i:05d}", name=f"Subscriber {i}",
-                                      urls=(f"json://127.0.0.1:{port}/hook/{i}",),
-                                      receives="summary" if i % 2 else "pdf"))
+        subscribers.append(
+            Subscriber(
+                id=f"s{i:05d}",
+                name=f"Subscriber {i}",
+                urls=(f"json://127.0.0.1:{port}/hook/{i}",),
+                receives="summary" if i % 2 else "pdf",
+            )
+        )
     with tempfile.TemporaryDirectory() as tmp:
         pdf = Path(tmp) / "report.pdf"
         pdf.write_bytes(b"%PDF-1.7\n" + b"0" * 200_000)
         store = LocalObjectStore(Path(tmp) / "store")
-        payload = ReportPayload(title="Daily Index 2024-05-01", body="Summary " * 50,
-                                pdf_path=pdf, link="https://example.org/r/2024-05-01.pdf")
+        payload = ReportPayload(
+            title="Daily Index 2024-05-01",
+            body="Summary " * 50,
+            pdf_path=pdf,
+            link="https://example.org/r/2024-05-01.pdf",
+        )
         day = date(2024, 5, 1)
         begun = time.perf_counter()
-        summary = deliver(day=day, store=store, subscribers=subscribers, payload=payload,
-                          concurrency=args.concurrency)
+        summary = deliver(
+            day=day,
+            store=store,
+            subscribers=subscribers,
+            payload=payload,
+            concurrency=args.concurrency,
+        )
         wall = time.perf_counter() - begun
         ledger = read_ledger(store, day)
 
@@ -106,11 +120,17 @@ def main() -> None:
     print(f"sent / failed  {summary.sent} / {summary.failed} (dead {summary.dead})")
     print(f"throughput     {summary.total / wall:.0f} endpoints/s")
     print(f"peak RSS       {peak_mb:.0f} MB")
-    print(f"ledger rows    {len(ledger)} ({ledger.status.value_counts().to_dict()}); "
-          f"without reason: {len(unexplained)}")
+    print(
+        f"ledger rows    {len(ledger)} ({ledger.status.value_counts().to_dict()}); "
+        f"without reason: {len(unexplained)}"
+    )
     print(f"sample error   {ledger[ledger.status == 'failed'].last_error.head(2).tolist()}")
-    ok = (len(ledger) == args.endpoints and unexplained.empty
-          and set(ledger.status) <= {"sent", "failed"} and wall < 20)
+    ok = (
+        len(ledger) == args.endpoints
+        and unexplained.empty
+        and set(ledger.status) <= {"sent", "failed"}
+        and wall < 20
+    )
     child.terminate()
     print("PASS" if ok else "FAIL")
 

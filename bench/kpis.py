@@ -12,7 +12,6 @@ floor and peak RSS.
 Usage: python bench/kpis.py [--kpis 200] [--latency-ms 50] [--skip naive]
 """
 
-
 import argparse
 import json
 import os
@@ -110,12 +109,19 @@ def scenario(name: str, n: int, latency_ms: float, workdir: Path) -> dict:
         moto.start()
         endpoint = f"http://127.0.0.1:{moto._server.server_port}"  # noqa: SLF001
         boto3.client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1",
-            aws_access_key_id="bench", aws_secret_access_key="bench",
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
         ).create_bucket(Bucket="bench")
         storage = StorageResource(
-            backend="s3", bucket="bench", endpoint_url=endpoint, region_name="us-east-1",
-            access_key_id="bench", secret_access_key="bench",
+            backend="s3",
+            bucket="bench",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            access_key_id="bench",
+            secret_access_key="bench",
         )
 
     if name == "floor":
@@ -142,9 +148,19 @@ def scenario(name: str, n: int, latency_ms: float, workdir: Path) -> dict:
                 request = FetchRequest(kpi, day, day, f"trace-{kpi.id}", partition_timestamp(day))
                 outcome = fetch_all([request], sources.settings())[0]
                 update = outcome.update
-                storage.get_series().upsert(kpi.id, [SeriesRow(
-                    day, update.value, update.unit, update.source,
-                    dt.datetime.now(dt.UTC), update.trace_id)])
+                storage.get_series().upsert(
+                    kpi.id,
+                    [
+                        SeriesRow(
+                            day,
+                            update.value,
+                            update.unit,
+                            update.source,
+                            dt.datetime.now(dt.UTC),
+                            update.trace_id,
+                        )
+                    ],
+                )
                 return dg.MaterializeResult(metadata={"value": update.value})
 
             return single
@@ -157,8 +173,11 @@ def scenario(name: str, n: int, latency_ms: float, workdir: Path) -> dict:
         instance = dg.DagsterInstance.local_temp(home)
         started = time.perf_counter()
         result = dg.materialize(
-            assets, instance=instance, partition_key=DAY,
-            resources={"sources": sources, "storage": storage}, raise_on_error=False,
+            assets,
+            instance=instance,
+            partition_key=DAY,
+            resources={"sources": sources, "storage": storage},
+            raise_on_error=False,
         )
         wall = time.perf_counter() - started
         events = len(instance.get_records_for_run(result.run_id, limit=100000).records)
@@ -180,7 +199,10 @@ def time_validate(workdir: Path) -> float:
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate"],
-        cwd=ROOT, env=env, check=True, capture_output=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
     )
     return time.perf_counter() - started
 
@@ -189,8 +211,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kpis", type=int, default=200)
     parser.add_argument("--latency-ms", type=float, default=50)
-    parser.add_argument("--skip", action="append", default=[],
-                        help="scenario to skip (floor, ours, ours-s3, naive, validate)")
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        help="scenario to skip (floor, ours, ours-s3, naive, validate)",
+    )
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -203,21 +229,40 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-kpis-") as tmp:
         workdir = Path(tmp)
         write_registry(workdir / "kpis.yaml", args.kpis)
-        print(f"{args.kpis} KPIs, {args.latency_ms:g} ms stub latency, SQLite instance, partition {DAY}")
+        print(
+            f"{args.kpis} KPIs, {args.latency_ms:g} ms stub latency, SQLite instance, "
+            f"partition {DAY}"
+        )
         results = {}
         for name in ("floor", "ours", "ours-s3", "naive"):
             if name in args.skip:
                 continue
             out = subprocess.run(
-                [sys.executable, __file__, "--scenario", name, "--kpis", str(args.kpis),
-                 "--latency-ms", str(args.latency_ms), "--workdir", str(workdir)],
-                check=True, capture_output=True, text=True, cwd=ROOT,
+                [
+                    sys.executable,
+                    __file__,
+                    "--scenario",
+                    name,
+                    "--kpis",
+                    str(args.kpis),
+                    "--latency-ms",
+                    str(args.latency_ms),
+                    "--workdir",
+                    str(workdir),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
             )
             results[name] = json.loads(out.stdout.strip().splitlines()[-1])
             r = results[name]
-            print(f"  {name:<8} {r['wall_s']:>7.2f} s  {r['materialised']:>4} materialised  "
-                  f"{r['events']:>6} events  peak RSS {r['peak_rss_mb']:.0f} MB"
-                  + ("" if r["success"] else "  (RUN FAILED)"), flush=True)
+            print(
+                f"  {name:<8} {r['wall_s']:>7.2f} s  {r['materialised']:>4} materialised  "
+                f"{r['events']:>6} events  peak RSS {r['peak_rss_mb']:.0f} MB"
+                + ("" if r["success"] else "  (RUN FAILED)"),
+                flush=True,
+            )
         floor = results.get("floor", {}).get("wall_s")
         if floor:
             for name in ("ours", "ours-s3", "naive"):
@@ -226,7 +271,9 @@ def main() -> None:
         if "ours" in results and "naive" in results:
             print(f"  naive / ours = {results['naive']['wall_s'] / results['ours']['wall_s']:.2f}x")
         if "validate" not in args.skip:
-            print(f"  dagster definitions validate ({args.kpis} KPIs): {time_validate(workdir):.2f} s")
+            print(
+                f"  dagster definitions validate ({args.kpis} KPIs): {time_validate(workdir):.2f} s"
+            )
 
 
 if __name__ == "__main__":

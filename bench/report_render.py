@@ -118,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(charts.overview)} sheets, {png_bytes / 1e6:.1f} MB, "
         f"{png_bytes / max(len(charts.paths), 1) / 1e3:.0f} kB avg)"
     )
-    print(f"pdf                {done - charted:6.2f} s  ({info.pages} pages, "
-          f"{info.bytes / 1e6:.1f} MB)")
+    print(
+        f"pdf                {done - charted:6.2f} s  ({info.pages} pages, "
+        f"{info.bytes / 1e6:.1f} MB)"
+    )
     print(f"peak RSS           {own:6.0f} MB (this process), {children:.0f} MB (child processes)")
     print(f"output             {info.path}")
     return 0

@@ -77,14 +77,22 @@ def _fmt_change(now: float | None, before: float | None) -> str:
 class _ProgressBars:
     """Rich progress bars fed by daily_index.progress events."""
 
-    LABELS = {"fetch": "Fetching KPIs", "store": "Storing series", "charts": "Rendering charts",
-              "deliver": "Delivering"}
+    LABELS = {
+        "fetch": "Fetching KPIs",
+        "store": "Storing series",
+        "charts": "Rendering charts",
+        "deliver": "Delivering",
+    }
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.bar = Progress(
-            TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[failed]}"), TimeElapsedColumn(), console=err_console,
+            TextColumn("{task.description:<18}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]}"),
+            TimeElapsedColumn(),
+            console=err_console,
             transient=False,
         )
         self.tasks: dict[str, int] = {}
@@ -101,7 +109,9 @@ class _ProgressBars:
             self.failed[event.task] += 1
         failed = self.failed[event.task]
         self.bar.update(
-            self.tasks[event.task], completed=event.done, total=event.total,
+            self.tasks[event.task],
+            completed=event.done,
+            total=event.total,
             failed=f"[red]{failed} failed[/red]" if failed else "",
         )
 
@@ -121,8 +131,9 @@ class _ProgressBars:
             self.bar.stop()
 
 
-def _kpi_table(defs_env: Mapping[str, str], day: date, kpi_ids: list[str] | None,
-               title: str) -> tuple[Table, int]:
+def _kpi_table(
+    defs_env: Mapping[str, str], day: date, kpi_ids: list[str] | None, title: str
+) -> tuple[Table, int]:
     from daily_index.defs.resources import storage_from_env
     from daily_index.registry import current_registry
     from daily_index.storage.series import KpiSeriesStore, read_fetch_status
@@ -176,9 +187,17 @@ def _materialisation(result, key) -> dict:
     return {}
 
 
-def run_day(*, day: date, environ: Mapping[str, str], kpi_ids: list[str] | None,
-            show_progress: bool, ephemeral: bool, label: str = "", report: bool = True,
-            history_days: int = 0) -> int:
+def run_day(
+    *,
+    day: date,
+    environ: Mapping[str, str],
+    kpi_ids: list[str] | None,
+    show_progress: bool,
+    ephemeral: bool,
+    label: str = "",
+    report: bool = True,
+    history_days: int = 0,
+) -> int:
     """Materialise day D in-process (KPIs, then the report); returns an exit code."""
     from daily_index.definitions import build_definitions
     from daily_index.defs.delivery import DELIVERY_KEY
@@ -201,18 +220,29 @@ def run_day(*, day: date, environ: Mapping[str, str], kpi_ids: list[str] | None,
             first, last = day - timedelta(days=history_days), day - timedelta(days=1)
             console.print(f"{label}Loading history {first} .. {last} in one run ...")
             history = kpi_job.execute_in_process(
-                instance=instance, raise_on_error=False, run_config=QUIET_RUN,
-                tags={"dagster/asset_partition_range_start": first.isoformat(),
-                      "dagster/asset_partition_range_end": last.isoformat(), "trigger": "cli"},
+                instance=instance,
+                raise_on_error=False,
+                run_config=QUIET_RUN,
+                tags={
+                    "dagster/asset_partition_range_start": first.isoformat(),
+                    "dagster/asset_partition_range_end": last.isoformat(),
+                    "trigger": "cli",
+                },
             )
             bars.reset()
             if not history.success:
-                err_console.print(f"[yellow]History run incomplete:[/yellow] "
-                                  f"{_step_error(history).splitlines()[0]}")
+                err_console.print(
+                    f"[yellow]History run incomplete:[/yellow] "
+                    f"{_step_error(history).splitlines()[0]}"
+                )
         console.print(f"{label}Materialising KPIs for [bold]{day}[/bold] ...")
         result = kpi_job.execute_in_process(
-            partition_key=day.isoformat(), instance=instance, raise_on_error=False,
-            asset_selection=selection, tags={"trigger": "cli"}, run_config=QUIET_RUN,
+            partition_key=day.isoformat(),
+            instance=instance,
+            raise_on_error=False,
+            asset_selection=selection,
+            tags={"trigger": "cli"},
+            run_config=QUIET_RUN,
         )
     materialised = len(result.get_asset_materialization_events())
     try:
@@ -221,8 +251,10 @@ def run_day(*, day: date, environ: Mapping[str, str], kpi_ids: list[str] | None,
     except Exception as exc:  # storage unreachable: the run's own error follows
         failures = -1
         err_console.print(f"[red]Cannot read back the stored KPIs:[/red] {exc}")
-    console.print(f"{materialised} KPIs stored in {time.perf_counter() - started:.1f} s "
-                  f"(run {result.run_id[:8]}).")
+    console.print(
+        f"{materialised} KPIs stored in {time.perf_counter() - started:.1f} s "
+        f"(run {result.run_id[:8]})."
+    )
     if not result.success and materialised == 0:
         err_console.print(f"[red]Run failed:[/red] {_step_error(result)}")
         return EXIT_FAILED
@@ -232,13 +264,17 @@ def run_day(*, day: date, environ: Mapping[str, str], kpi_ids: list[str] | None,
     if not report or kpi_ids:
         return code
 
-    console.print(f"{label}Building the report for [bold]{day}[/bold] "
-                  "(charts, analysis, PDF, delivery) ...")
+    console.print(
+        f"{label}Building the report for [bold]{day}[/bold] (charts, analysis, PDF, delivery) ..."
+    )
     report_started = time.perf_counter()
     with _ProgressBars(show_progress) as bars, progress.listening(bars):
         outcome = report_job.execute_in_process(
-            partition_key=day.isoformat(), instance=instance, raise_on_error=False,
-            tags={"trigger": "cli"}, run_config=QUIET_RUN,
+            partition_key=day.isoformat(),
+            instance=instance,
+            raise_on_error=False,
+            tags={"trigger": "cli"},
+            run_config=QUIET_RUN,
         )
     if not outcome.success:
         err_console.print(f"[red]Report run failed:[/red] {_step_error(outcome)}")
@@ -270,31 +306,54 @@ def main() -> None:
 @main.command()
 @click.option("--date", "day", metavar="YYYY-MM-DD", help="The day to run (default: today, UTC).")
 @click.option("--kpi", "kpi_ids", multiple=True, metavar="ID", help="Only these KPIs (repeatable).")
-@click.option("--history", default=0, show_default=True, metavar="DAYS",
-              help="First load this many earlier days in one backfill run (charts need history).")
+@click.option(
+    "--history",
+    default=0,
+    show_default=True,
+    metavar="DAYS",
+    help="First load this many earlier days in one backfill run (charts need history).",
+)
 @click.option("--kpis-only", is_flag=True, help="Only the KPIs, no report.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (e.g. in cron logs).")
-def run(day: str | None, kpi_ids: tuple[str, ...], history: int, kpis_only: bool,
-        no_progress: bool) -> None:
+def run(
+    day: str | None, kpi_ids: tuple[str, ...], history: int, kpis_only: bool, no_progress: bool
+) -> None:
     """Run one whole day in-process: KPIs, then charts, analysis, PDF and delivery.
 
     With --kpi, only those KPIs are fetched and no report is built.
     """
     code = run_day(
-        day=_parse_day(day), environ=os.environ, kpi_ids=list(kpi_ids) or None,
-        show_progress=not no_progress, ephemeral=False, report=not kpis_only,
+        day=_parse_day(day),
+        environ=os.environ,
+        kpi_ids=list(kpi_ids) or None,
+        show_progress=not no_progress,
+        ephemeral=False,
+        report=not kpis_only,
         history_days=history,
     )
     sys.exit(code)
 
 
 @main.command()
-@click.option("--date", "day", metavar="YYYY-MM-DD",
-              help="The day to replay (default: the last recorded day).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Keep the demo's data here (default: a temporary folder).")
-@click.option("--history", default=89, show_default=True,
-              help="Days of recorded history to load first (one backfill run) for the charts.")
+@click.option(
+    "--date",
+    "day",
+    metavar="YYYY-MM-DD",
+    help="The day to replay (default: the last recorded day).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep the demo's data here (default: a temporary folder).",
+)
+@click.option(
+    "--history",
+    default=89,
+    show_default=True,
+    help="Days of recorded history to load first (one backfill run) for the charts.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def demo(day: str | None, out_dir: str | None, history: int, no_progress: bool) -> None:
     """The same run on bundled recorded responses served on 127.0.0.1 (no network, no keys)."""
@@ -312,8 +371,15 @@ def demo(day: str | None, out_dir: str | None, history: int, no_progress: bool) 
         console.print(
             f"{banner}recorded responses replayed from {server.url}; storing into {folder}"
         )
-        code = run_day(day=target, environ=env, kpi_ids=None, show_progress=not no_progress,
-                       ephemeral=True, label=banner, history_days=history)
+        code = run_day(
+            day=target,
+            environ=env,
+            kpi_ids=None,
+            show_progress=not no_progress,
+            ephemeral=True,
+            label=banner,
+            history_days=history,
+        )
     console.print(f"{banner}data kept in {folder}")
     sys.exit(code)
 
@@ -393,16 +459,23 @@ def doctor() -> None:
 
     def row(name: str, ok: bool | None, detail: str) -> None:
         nonlocal problems
-        mark = "[green]ok[/green]" if ok else ("[yellow]off[/yellow]" if ok is None else
-                                               "[red]problem[/red]")
+        mark = (
+            "[green]ok[/green]"
+            if ok
+            else ("[yellow]off[/yellow]" if ok is None else "[red]problem[/red]")
+        )
         problems += ok is False
         table.add_row(name, f"{mark}  {detail}")
 
     env = os.environ
     try:
         registry = load_registry()
-        row("KPI registry", True, f"{registry_path()} v{registry.version}: "
-            f"{len(registry.enabled())}/{len(registry.kpis)} KPIs enabled")
+        row(
+            "KPI registry",
+            True,
+            f"{registry_path()} v{registry.version}: "
+            f"{len(registry.enabled())}/{len(registry.kpis)} KPIs enabled",
+        )
     except RegistryError as exc:
         row("KPI registry", False, str(exc).splitlines()[0])
     try:
@@ -416,13 +489,23 @@ def doctor() -> None:
         row("storage", False, str(exc))
     try:
         sources = sources_from_env(env)
-        row("n8n", True if sources.n8n_base_url else None,
-            sources.n8n_base_url or "not configured (DAILY_INDEX_N8N_BASE_URL); n8n KPIs off")
-        row("n8n auth", True if env.get("DAILY_INDEX_N8N_AUTH_VALUE") else None,
-            f"header {sources.n8n_auth_header} set (value hidden)" if sources.n8n_auth_header
-            else "no webhook authentication")
-        row("FRED", True if env.get("FRED_API_KEY") else None,
-            "key set (hidden)" if env.get("FRED_API_KEY") else "no FRED_API_KEY; macro KPIs off")
+        row(
+            "n8n",
+            True if sources.n8n_base_url else None,
+            sources.n8n_base_url or "not configured (DAILY_INDEX_N8N_BASE_URL); n8n KPIs off",
+        )
+        row(
+            "n8n auth",
+            True if env.get("DAILY_INDEX_N8N_AUTH_VALUE") else None,
+            f"header {sources.n8n_auth_header} set (value hidden)"
+            if sources.n8n_auth_header
+            else "no webhook authentication",
+        )
+        row(
+            "FRED",
+            True if env.get("FRED_API_KEY") else None,
+            "key set (hidden)" if env.get("FRED_API_KEY") else "no FRED_API_KEY; macro KPIs off",
+        )
         overrides = ", ".join(sorted(sources.base_urls)) or "none (public endpoints)"
         row("source URLs", True, f"overridden: {overrides}")
     except ConfigurationError as exc:
@@ -445,9 +528,15 @@ def _doctor_extras(env: Mapping[str, str]) -> list[tuple[str, bool | None, str]]
     rows: list[tuple[str, bool | None, str]] = []
     try:
         llm = LlmSettings.from_env(env)
-        rows.append(("analyst", True if llm else None,
-                     f"LLM {llm.model} at {llm.base_url} (key hidden)" if llm
-                     else "no LLM key: the rule-based analyst writes the analysis"))
+        rows.append(
+            (
+                "analyst",
+                True if llm else None,
+                f"LLM {llm.model} at {llm.base_url} (key hidden)"
+                if llm
+                else "no LLM key: the rule-based analyst writes the analysis",
+            )
+        )
     except ValueError as exc:
         rows.append(("analyst", False, str(exc)))
     file = env.get("DAILY_INDEX_SUBSCRIBERS_FILE")
@@ -464,17 +553,26 @@ def _doctor_extras(env: Mapping[str, str]) -> list[tuple[str, bool | None, str]]
             rows.append(("subscribers", not problems, detail))
         except (OSError, ValueError) as exc:
             rows.append(("subscribers", False, f"{file}: {exc}"))
-    rows.append(("PDF preview", True if shutil.which("pdftoppm") else None,
-                 "pdftoppm found" if shutil.which("pdftoppm")
-                 else "pdftoppm missing (apt-get install poppler-utils): no page-1 preview"))
+    rows.append(
+        (
+            "PDF preview",
+            True if shutil.which("pdftoppm") else None,
+            "pdftoppm found"
+            if shutil.which("pdftoppm")
+            else "pdftoppm missing (apt-get install poppler-utils): no page-1 preview",
+        )
+    )
     return rows
 
 
 @main.command()
 @click.option("--date", "day", metavar="YYYY-MM-DD", required=True, help="The report's day.")
-@click.option("--resend-failed", is_flag=True,
-              help="Also retry endpoints that failed too often and sends of unknown outcome "
-                   "(these may arrive twice).")
+@click.option(
+    "--resend-failed",
+    is_flag=True,
+    help="Also retry endpoints that failed too often and sends of unknown outcome "
+    "(these may arrive twice).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def deliver(day: str, resend_failed: bool, no_progress: bool) -> None:
     """(Re)deliver day D's report; endpoints already served are skipped."""
@@ -494,8 +592,12 @@ def deliver(day: str, resend_failed: bool, no_progress: bool) -> None:
     }
     with _ProgressBars(not no_progress) as bars, progress.listening(bars):
         outcome = job.execute_in_process(
-            partition_key=target.isoformat(), instance=_instance(False), raise_on_error=False,
-            asset_selection=[DELIVERY_KEY], run_config=run_config, tags={"trigger": "cli"},
+            partition_key=target.isoformat(),
+            instance=_instance(False),
+            raise_on_error=False,
+            asset_selection=[DELIVERY_KEY],
+            run_config=run_config,
+            tags={"trigger": "cli"},
         )
     if not outcome.success:
         err_console.print(f"[red]Delivery failed:[/red] {_step_error(outcome)}")

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from daily_index.defs.analysis import build_analysis_asset
 from daily_index.defs.automation import (
     build_daily_kpis_schedule,
     build_report_fanin_sensor,
@@ -19,7 +20,6 @@ from daily_index.defs.automation import (
     fanin_settings_from_env,
     schedule_settings,
 )
-from daily_index.defs.analysis import build_analysis_asset
 from daily_index.defs.charts import build_charts_asset
 from daily_index.defs.delivery import build_delivery_asset
 from daily_index.defs.kpis import build_kpi_assets, kpi_key
@@ -43,7 +43,9 @@ def build_definitions(
         build_pdf_asset(kpis=kpis),
         build_delivery_asset(),
     ]
-    assets = [a.map_asset_specs(lambda spec: spec.replace_attributes(owners=OWNERS)) for a in assets]
+    assets = [
+        a.map_asset_specs(lambda spec: spec.replace_attributes(owners=OWNERS)) for a in assets
+    ]
     return dg.Definitions(
         assets=assets,
         jobs=[daily_kpis_job, daily_report_job],

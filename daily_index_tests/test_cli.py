@@ -15,13 +15,22 @@ CLI = [sys.executable, "-m", "daily_index.cli"]
 
 
 def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("DAILY_INDEX_") and k not in ("FRED_API_KEY", "DAGSTER_HOME")}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DAILY_INDEX_") and k not in ("FRED_API_KEY", "DAGSTER_HOME")
+    }
 
 
 def _cli(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
+    return subprocess.run(
+        [*CLI, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +70,9 @@ def test_run_does_the_whole_day(env, tmp_path):
 
 
 def test_a_failing_kpi_gives_exit_1_and_a_partial_report(env, replay, tmp_path):
-    replay.inject("/alternative_me", Fault(status=500, body="<html>oops</html>",
-                                           content_type="text/html"))
+    replay.inject(
+        "/alternative_me", Fault(status=500, body="<html>oops</html>", content_type="text/html")
+    )
     done = _cli("run", "--date", DEMO_DAY.isoformat(), "--no-progress", env=env)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "failed" in done.stdout and "HTTP 500" in done.stdout
@@ -72,9 +82,13 @@ def test_a_failing_kpi_gives_exit_1_and_a_partial_report(env, replay, tmp_path):
 
 
 def test_unreachable_storage_gives_exit_3_and_names_the_store(env):
-    env |= {"DAILY_INDEX_STORAGE": "s3", "DAILY_INDEX_S3_BUCKET": "gone",
-            "DAILY_INDEX_S3_ENDPOINT_URL": "http://127.0.0.1:9", "DAILY_INDEX_S3_ACCESS_KEY_ID": "a",
-            "DAILY_INDEX_S3_SECRET_ACCESS_KEY": "s3-secret-value"}
+    env |= {
+        "DAILY_INDEX_STORAGE": "s3",
+        "DAILY_INDEX_S3_BUCKET": "gone",
+        "DAILY_INDEX_S3_ENDPOINT_URL": "http://127.0.0.1:9",
+        "DAILY_INDEX_S3_ACCESS_KEY_ID": "a",
+        "DAILY_INDEX_S3_SECRET_ACCESS_KEY": "s3-secret-value",
+    }
     done = _cli("run", "--date", DEMO_DAY.isoformat(), "--no-progress", "--kpis-only", env=env)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "S3 bucket 'gone'" in done.stdout + done.stderr
@@ -83,9 +97,11 @@ def test_unreachable_storage_gives_exit_3_and_names_the_store(env):
 
 def test_kpis_validate_names_file_kpi_and_field(env, tmp_path):
     bad = tmp_path / "kpis.yaml"
-    bad.write_text("version: 1\nkpis:\n  - id: btc\n    name: B\n    description: d\n"
-                   "    type: price\n    source: {kind: nowhere}\n"
-                   "    metadata: {source: x, category: c}\n")
+    bad.write_text(
+        "version: 1\nkpis:\n  - id: btc\n    name: B\n    description: d\n"
+        "    type: price\n    source: {kind: nowhere}\n"
+        "    metadata: {source: x, category: c}\n"
+    )
     done = _cli("kpis", "validate", str(bad), env=env)
     assert done.returncode == 2
     assert str(bad) in done.stderr and "'btc'" in done.stderr and "source.kind" in done.stderr
@@ -96,8 +112,14 @@ def test_kpis_validate_names_file_kpi_and_field(env, tmp_path):
 def test_kpis_list_and_doctor_never_print_secrets(env):
     listing = _cli("kpis", "list", env=env)
     assert listing.returncode == 0 and "btc_price" in listing.stdout
-    doctor = _cli("doctor", env=env | {"DAILY_INDEX_N8N_AUTH_HEADER": "X-Auth",
-                                       "DAILY_INDEX_N8N_AUTH_VALUE": "n8n-secret-value"})
+    doctor = _cli(
+        "doctor",
+        env=env
+        | {
+            "DAILY_INDEX_N8N_AUTH_HEADER": "X-Auth",
+            "DAILY_INDEX_N8N_AUTH_VALUE": "n8n-secret-value",
+        },
+    )
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert "reachable" in doctor.stdout
     for secret in ("fred-secret-value", "n8n-secret-value"):
@@ -111,8 +133,7 @@ def test_bad_date_is_a_usage_error(env):
 
 def test_demo_runs_on_recorded_data_and_says_so(tmp_path):
     env = _clean_env() | {"DAGSTER_HOME": str(tmp_path / "unused")}
-    done = _cli("demo", "--history", "3", "--out", str(tmp_path / "demo"), "--no-progress",
-                env=env)
+    done = _cli("demo", "--history", "3", "--out", str(tmp_path / "demo"), "--no-progress", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("DEMO DATA") >= 3
     text = _pdf_text(tmp_path / "demo" / "store" / "reports" / f"{DEMO_DAY}.pdf")

@@ -24,9 +24,24 @@ KPI = "btc_price"
 TRACE = "trace-1"
 TS = "2024-03-01T12:00:00Z"
 KNOWN = {
-    "schemaVersion", "traceId", "kpiId", "timestamp", "value", "unit", "source", "metadata",
-    "error", "errorCode", "retryable", "data", "errorMessage", "legacyData",
-    "schema_version", "trace_id", "kpi_id", "error_code",
+    "schemaVersion",
+    "traceId",
+    "kpiId",
+    "timestamp",
+    "value",
+    "unit",
+    "source",
+    "metadata",
+    "error",
+    "errorCode",
+    "retryable",
+    "data",
+    "errorMessage",
+    "legacyData",
+    "schema_version",
+    "trace_id",
+    "kpi_id",
+    "error_code",
 }
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -66,7 +81,10 @@ payload_dicts = st.dictionaries(field_names, json_values, max_size=8)
 
 # What a valid answer may carry besides its known fields: extras must survive.
 finite_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
     lambda inner: containers(inner, 3),
     max_leaves=8,
@@ -139,8 +157,14 @@ def test_field_types_are_enforced(value, timestamp, trace):
 @given(value=numbers, moment=aware_times, extras=extra_fields, unit=st.none() | st.text(max_size=5))
 def test_every_valid_payload_is_accepted_with_extras_kept(value, moment, extras, unit):
     payload = {
-        "schemaVersion": 2, "kpiId": KPI, "traceId": "t-9", "timestamp": moment.isoformat(),
-        "value": value, "unit": unit, "metadata": {"n8nExecution": 7}, **extras,
+        "schemaVersion": 2,
+        "kpiId": KPI,
+        "traceId": "t-9",
+        "timestamp": moment.isoformat(),
+        "value": value,
+        "unit": unit,
+        "metadata": {"n8nExecution": 7},
+        **extras,
     }
     result = parse(payload, kpi_type="index")
     assert isinstance(result, KPIDataUpdate), result
@@ -175,8 +199,13 @@ def test_v1_error_is_upgraded():
 
 
 def test_error_update_keeps_its_fields_and_extras():
-    body = {"kpiId": KPI, "error": "rate limited", "errorCode": "http_429", "retryable": True,
-            "n8nNode": "HTTP Request"}
+    body = {
+        "kpiId": KPI,
+        "error": "rate limited",
+        "errorCode": "http_429",
+        "retryable": True,
+        "n8nNode": "HTTP Request",
+    }
     result = parse(body)
     assert isinstance(result, KPIErrorUpdate)
     assert result.to_wire()["n8nNode"] == "HTTP Request"
@@ -196,10 +225,18 @@ def test_error_update_keeps_its_fields_and_extras():
         ({"value": None}, None, "invalid_value", ["'value'", "NoneType"]),
         ({"value": 1, "kpiId": "eth_price"}, None, "wrong_kpi", ["'kpiId'", "eth_price", KPI]),
         ({"value": 1, "timestamp": "yesterday"}, None, "invalid_value", ["'timestamp'", "ISO"]),
-        ({"value": 1, "timestamp": "2024-03-01T12:00:00"}, None, "invalid_value",
-         ["'timestamp'", "timezone"]),
-        ({"value": 1, "timestamp": "0001-01-01T00:00:00+05:00"}, None, "invalid_value",
-         ["'timestamp'", "out of range"]),
+        (
+            {"value": 1, "timestamp": "2024-03-01T12:00:00"},
+            None,
+            "invalid_value",
+            ["'timestamp'", "timezone"],
+        ),
+        (
+            {"value": 1, "timestamp": "0001-01-01T00:00:00+05:00"},
+            None,
+            "invalid_value",
+            ["'timestamp'", "out of range"],
+        ),
         ({"value": 1, "traceId": ""}, None, "invalid_value", ["'traceId'"]),
         ({"value": 1, "unit": 5}, None, "invalid_value", ["'unit'", "string"]),
         ({"value": 1, "metadata": [1]}, None, "invalid_value", ["'metadata'"]),
@@ -224,11 +261,18 @@ def test_error_reasons_name_the_field(payload, kpi_type, code, words):
 
 def test_trigger_wire_form():
     trigger = IndividualKPITrigger(
-        traceId="t", kpiId=KPI, timestamp=partition_timestamp(datetime(2024, 3, 1).date()),
-        kpiType="price", metadata={"name": "Bitcoin price"},
+        traceId="t",
+        kpiId=KPI,
+        timestamp=partition_timestamp(datetime(2024, 3, 1).date()),
+        kpiType="price",
+        metadata={"name": "Bitcoin price"},
     )
     assert trigger.to_wire() == {
-        "schemaVersion": 2, "traceId": "t", "kpiId": KPI, "timestamp": TS, "kpiType": "price",
+        "schemaVersion": 2,
+        "traceId": "t",
+        "kpiId": KPI,
+        "timestamp": TS,
+        "kpiType": "price",
         "metadata": {"name": "Bitcoin price"},
     }
 

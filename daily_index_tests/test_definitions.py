@@ -25,10 +25,13 @@ def test_definitions_load_and_every_job_resolves():
 
 
 def test_fred_kpis_appear_with_a_key_and_schedule_is_configurable():
-    defs = build_definitions(environ={
-        "FRED_API_KEY": "x", "DAILY_INDEX_SCHEDULE_CRON": "30 6 * * *",
-        "DAILY_INDEX_SCHEDULE_TZ": "Europe/Paris",
-    })
+    defs = build_definitions(
+        environ={
+            "FRED_API_KEY": "x",
+            "DAILY_INDEX_SCHEDULE_CRON": "30 6 * * *",
+            "DAILY_INDEX_SCHEDULE_TZ": "Europe/Paris",
+        }
+    )
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert "kpi/us_10y_yield" in keys
     schedule = defs.resolve_schedule_def("daily_kpis_schedule")
@@ -53,9 +56,14 @@ def test_incomplete_configuration_names_the_setting(environ, named):
 
 
 def test_secrets_reach_resources_only_as_env_vars():
-    env = {"DAILY_INDEX_STORAGE": "r2", "DAILY_INDEX_R2_ACCOUNT_ID": "acc",
-           "DAILY_INDEX_S3_BUCKET": "b", "DAILY_INDEX_S3_ACCESS_KEY_ID": "AKIDVALUE",
-           "DAILY_INDEX_S3_SECRET_ACCESS_KEY": "very-secret", "FRED_API_KEY": "fred-secret"}
+    env = {
+        "DAILY_INDEX_STORAGE": "r2",
+        "DAILY_INDEX_R2_ACCOUNT_ID": "acc",
+        "DAILY_INDEX_S3_BUCKET": "b",
+        "DAILY_INDEX_S3_ACCESS_KEY_ID": "AKIDVALUE",
+        "DAILY_INDEX_S3_SECRET_ACCESS_KEY": "very-secret",
+        "FRED_API_KEY": "fred-secret",
+    }
     defs = build_definitions(environ=env)
     storage = defs.resources["storage"]
     assert isinstance(storage.secret_access_key, dg.EnvVar)
@@ -66,6 +74,8 @@ def test_secrets_reach_resources_only_as_env_vars():
 def test_dagster_validates_the_code_location_from_the_repo_root():
     done = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr

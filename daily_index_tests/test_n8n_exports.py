@@ -120,8 +120,12 @@ def run_code_node(workflow: dict[str, Any], trigger: dict[str, Any], api_answer:
         "now": NOW.isoformat().replace("+00:00", "Z"),
     }
     done = subprocess.run(
-        [node, "-e", HARNESS], input=json.dumps(context), capture_output=True, text=True,
-        timeout=30, check=False,
+        [node, "-e", HARNESS],
+        input=json.dumps(context),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert done.returncode == 0, f"the Code node threw (n8n would answer HTTP 500): {done.stderr}"
     return json.loads(done.stdout)
@@ -145,7 +149,10 @@ def answer_for(workflow: dict[str, Any], api_answer: Any, day=TODAY):
     # What parse_update built itself (not the workflow's own error) names its reason codes.
     if isinstance(update, KPIErrorUpdate):
         assert update.error_code not in {
-            "invalid_body", "wrong_kpi", "missing_value", "invalid_value",
+            "invalid_body",
+            "wrong_kpi",
+            "missing_value",
+            "invalid_value",
             "invalid_error_update",
         }, f"the workflow's answer broke the contract: {update.error}"
     assert update.trace_id == trigger["traceId"]
@@ -162,7 +169,9 @@ def _export(name: str) -> dict[str, Any]:
 
 def test_the_three_examples_exist() -> None:
     assert {p.name for p in EXPORTS} >= {
-        "kpi-btc-price.json", "kpi-eth-btc-ratio.json", "kpi-fear-greed.json"
+        "kpi-btc-price.json",
+        "kpi-eth-btc-ratio.json",
+        "kpi-fear-greed.json",
     }
 
 
@@ -235,11 +244,17 @@ GOOD = [
         {
             "name": "Fear and Greed Index",
             "data": [
-                {"value": "61", "value_classification": "Greed",
-                 "timestamp": str(int(datetime(2026, 11, 24, tzinfo=UTC).timestamp())),
-                 "time_until_update": "43195"},
-                {"value": "48", "value_classification": "Neutral",
-                 "timestamp": str(int(datetime(2026, 11, 23, tzinfo=UTC).timestamp()))},
+                {
+                    "value": "61",
+                    "value_classification": "Greed",
+                    "timestamp": str(int(datetime(2026, 11, 24, tzinfo=UTC).timestamp())),
+                    "time_until_update": "43195",
+                },
+                {
+                    "value": "48",
+                    "value_classification": "Neutral",
+                    "timestamp": str(int(datetime(2026, 11, 23, tzinfo=UTC).timestamp())),
+                },
             ],
             "metadata": {"error": None},
         },
@@ -268,39 +283,63 @@ def test_fear_greed_answers_the_triggers_day_in_a_backfill() -> None:
 
 NONSENSE = [
     # CoinGecko's rate-limit body (Never Error passes it through as data).
-    ("kpi-btc-price.json", {"status": {"error_code": 429, "error_message": "rate limited"}},
-     "bad_upstream_answer", "bitcoin"),
+    (
+        "kpi-btc-price.json",
+        {"status": {"error_code": 429, "error_message": "rate limited"}},
+        "bad_upstream_answer",
+        "bitcoin",
+    ),
     ("kpi-btc-price.json", {"bitcoin": {"usd": "97123.45"}}, "bad_upstream_answer", "97123.45"),
     ("kpi-btc-price.json", {"bitcoin": {"usd": 0}}, "bad_upstream_answer", "positive"),
     ("kpi-btc-price.json", {"bitcoin": {}}, "bad_upstream_answer", "bitcoin.usd"),
     # The HTTP node failed and On Error: Continue handed its error on.
-    ("kpi-btc-price.json", {"error": {"message": "getaddrinfo ENOTFOUND api.coingecko.com"}},
-     "upstream_error", "ENOTFOUND"),
+    (
+        "kpi-btc-price.json",
+        {"error": {"message": "getaddrinfo ENOTFOUND api.coingecko.com"}},
+        "upstream_error",
+        "ENOTFOUND",
+    ),
     ("kpi-btc-price.json", "<html>502 Bad Gateway</html>", "bad_upstream_answer", "502"),
-    ("kpi-eth-btc-ratio.json", {"ethereum": {"usd": 3500.0}}, "bad_upstream_answer",
-     "bitcoin.usd"),
-    ("kpi-eth-btc-ratio.json", {"ethereum": {"usd": 3500.0}, "bitcoin": {"usd": -1}},
-     "bad_upstream_answer", "positive"),
+    ("kpi-eth-btc-ratio.json", {"ethereum": {"usd": 3500.0}}, "bad_upstream_answer", "bitcoin.usd"),
+    (
+        "kpi-eth-btc-ratio.json",
+        {"ethereum": {"usd": 3500.0}, "bitcoin": {"usd": -1}},
+        "bad_upstream_answer",
+        "positive",
+    ),
     ("kpi-fear-greed.json", {"data": "nope"}, "bad_upstream_answer", "data list"),
     ("kpi-fear-greed.json", {"data": []}, "no_value_for_day", "2026-11-24"),
     (
         "kpi-fear-greed.json",
-        {"data": [{"value": "sixty", "timestamp": str(int(datetime(2026, 11, 24, tzinfo=UTC)
-                                                         .timestamp()))}]},
-        "bad_upstream_answer", "sixty",
+        {
+            "data": [
+                {
+                    "value": "sixty",
+                    "timestamp": str(int(datetime(2026, 11, 24, tzinfo=UTC).timestamp())),
+                }
+            ]
+        },
+        "bad_upstream_answer",
+        "sixty",
     ),
     (
         "kpi-fear-greed.json",
-        {"data": [{"value": "130", "timestamp": str(int(datetime(2026, 11, 24, tzinfo=UTC)
-                                                       .timestamp()))}]},
-        "bad_upstream_answer", "0 to 100",
+        {
+            "data": [
+                {
+                    "value": "130",
+                    "timestamp": str(int(datetime(2026, 11, 24, tzinfo=UTC).timestamp())),
+                }
+            ]
+        },
+        "bad_upstream_answer",
+        "0 to 100",
     ),
     ("kpi-fear-greed.json", None, "bad_upstream_answer", "null"),
 ]
 
 
-@pytest.mark.parametrize(("name", "api", "code", "mentions"), NONSENSE,
-                         ids=lambda v: str(v)[:30])
+@pytest.mark.parametrize(("name", "api", "code", "mentions"), NONSENSE, ids=lambda v: str(v)[:30])
 def test_code_node_turns_nonsense_into_an_error_update(
     name: str, api: Any, code: str, mentions: str
 ) -> None:

@@ -66,19 +66,25 @@ def test_minimal_registry_parses():
         pytest.param(registry_text(kpi(), kpi(name="Other")), "btc_price", "id", id="duplicate-id"),
         pytest.param(registry_text(kpi(id="BTC-Price")), "BTC-Price", "id", id="bad-id"),
         pytest.param(
-            registry_text(kpi(source={"kind": "yahoo"})), "btc_price", "source.kind",
+            registry_text(kpi(source={"kind": "yahoo"})),
+            "btc_price",
+            "source.kind",
             id="unknown-source-kind",
         ),
         pytest.param(
             registry_text(kpi(analysisConfig={"alertThresholds": {"high": 1, "low": 1}})),
-            "btc_price", "alertThresholds", id="low-not-below-high",
+            "btc_price",
+            "alertThresholds",
+            id="low-not-below-high",
         ),
         pytest.param(registry_text(kpi(colour="red")), "btc_price", "colour", id="unknown-field"),
         pytest.param(registry_text(kpi(type="stock")), "btc_price", "type", id="unknown-type"),
         pytest.param(registry_text(kpi(name=None)), "btc_price", "name", id="missing-field"),
         pytest.param(
             registry_text(kpi(metadata={"source": "x", "category": "Crypto Prices"})),
-            "btc_price", "metadata.category", id="bad-category",
+            "btc_price",
+            "metadata.category",
+            id="bad-category",
         ),
     ],
 )

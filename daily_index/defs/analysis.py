@@ -1,6 +1,5 @@
 """`report/analysis`: the day's written analysis, by the LLM or the rule-based analyst."""
 
-
 from datetime import date
 
 import dagster as dg
@@ -30,19 +29,22 @@ def build_analysis_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
         analyst: AnalystResource,
         report_settings: ReportSettingsResource,
     ) -> dg.Output[dict]:
-        """The day's analysis: headline, summary, a note per KPI, risks and outlook, written
-        by the configured LLM from the KPI table (values; 1, 7 and 30-day changes; thresholds
-        crossed; missing KPIs). Without an LLM key, or when the LLM fails or answers
-        something invalid, a deterministic rule-based analyst writes it, and the report says
-        which one did. Stored as `analysis/<date>.json`."""
+        """The day's analysis: headline, summary, a note per KPI, risks and outlook.
+
+        Written by the configured LLM from the KPI table (values; 1, 7 and 30-day changes;
+        thresholds crossed; missing KPIs). Without an LLM key, or when the LLM fails or
+        answers something invalid, a deterministic rule-based analyst writes it, and the
+        report says which one did. Stored as `analysis/<date>.json`.
+        """
         day = date.fromisoformat(context.partition_key)
         table = load_day_table(
             kpis, storage.get_store(), day, window_days=report_settings.chart_window_days
         )
         result = analyse(table, analyst.llm_settings())
         if result.fallback_reason:
-            context.log.warning(f"LLM analysis failed, rule-based analyst used: "
-                                f"{result.fallback_reason}")
+            context.log.warning(
+                f"LLM analysis failed, rule-based analyst used: {result.fallback_reason}"
+            )
         return dg.Output(
             result.to_dict(),
             metadata={

@@ -1,6 +1,5 @@
 """`report/charts`: one PNG per active KPI over the chart window, plus overview sheets."""
 
-
 import json
 import tempfile
 from datetime import date
@@ -43,7 +42,10 @@ def stored_charts(store: ObjectStore, day: date, workdir: Path) -> ChartSet:
         charts={k: local_root / v for k, v in manifest["charts"].items()},
         overview=tuple(local_root / name for name in manifest["overview"]),
         out_dir=local_root,
-        window=(date.fromisoformat(manifest["window"][0]), date.fromisoformat(manifest["window"][1])),
+        window=(
+            date.fromisoformat(manifest["window"][0]),
+            date.fromisoformat(manifest["window"][1]),
+        ),
     )
 
 
@@ -60,16 +62,21 @@ def build_charts_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
         storage: StorageResource,
         report_settings: ReportSettingsResource,
     ) -> dg.MaterializeResult:
-        """One chart per active KPI over the chart window (default 90 days) with its alert
-        thresholds; days without data are gaps, never interpolated. Stored as
-        `charts/<date>/<kpi>.png` with overview sheets of all KPIs."""
+        """One chart per active KPI over the chart window (default 90 days).
+
+        Alert thresholds are drawn; days without data are gaps, never interpolated. Stored as
+        `charts/<date>/<kpi>.png` with overview sheets of all KPIs.
+        """
         day = date.fromisoformat(context.partition_key)
         store = storage.get_store()
         window = report_settings.chart_window_days
         table = load_day_table(kpis, store, day, window_days=window)
         with tempfile.TemporaryDirectory(prefix="charts-") as tmp:
             chart_set = render_charts(
-                table, Path(tmp), window_days=window, workers=report_settings.chart_workers,
+                table,
+                Path(tmp),
+                window_days=window,
+                workers=report_settings.chart_workers,
                 on_progress=lambda done, total: progress.emit("charts", done, total),
             )
             prefix = charts_prefix(day)
@@ -81,9 +88,14 @@ def build_charts_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
                 "window": [chart_set.window[0].isoformat(), chart_set.window[1].isoformat()],
             }
             # The manifest goes last: its presence means every chart is in place.
-            store.put(f"{prefix}/index.json", json.dumps(manifest, indent=1).encode(),
-                      content_type="application/json")
-            preview = preview_markdown([*chart_set.overview[:1], *list(chart_set.charts.values())[:2]])
+            store.put(
+                f"{prefix}/index.json",
+                json.dumps(manifest, indent=1).encode(),
+                content_type="application/json",
+            )
+            preview = preview_markdown(
+                [*chart_set.overview[:1], *list(chart_set.charts.values())[:2]]
+            )
         missing = [row.kpi_id for row in table.missing]
         return dg.MaterializeResult(
             metadata={

@@ -1,6 +1,5 @@
 """`report/delivery`: the report sent to every subscriber, one ledger row per endpoint."""
 
-
 import tempfile
 from datetime import date
 from pathlib import Path
@@ -23,12 +22,16 @@ from daily_index.delivery import (
 DELIVERY_KEY = dg.AssetKey(["report", "delivery"])
 
 
-def report_payload(day: date, analysis: dict, pdf_path: Path, *, partial: bool,
-                   link_base: str | None, demo: bool) -> ReportPayload:
+def report_payload(
+    day: date, analysis: dict, pdf_path: Path, *, partial: bool, link_base: str | None, demo: bool
+) -> ReportPayload:
     prefix = "[DEMO DATA] " if demo else ""
     risks = "\n".join(f"- {risk}" for risk in analysis.get("risks", [])[:5])
-    body = f"{analysis.get('summary', '')}\n\nRisks:\n{risks}" if risks else analysis.get(
-        "summary", "")
+    body = (
+        f"{analysis.get('summary', '')}\n\nRisks:\n{risks}"
+        if risks
+        else analysis.get("summary", "")
+    )
     body += f"\n\n{analysis.get('analyst_label', '')}"
     link = f"{link_base.rstrip('/')}/reports/{day}.pdf" if link_base else None
     return ReportPayload(
@@ -40,9 +43,18 @@ def report_payload(day: date, analysis: dict, pdf_path: Path, *, partial: bool,
     )
 
 
-def run_delivery(*, day: date, analysis: dict, pdf_bytes: bytes, partial: bool,
-                 storage: StorageResource, delivery: DeliveryResource, demo: bool,
-                 resend_failed: bool = False, log=None) -> tuple[DeliverySummary, list[str]]:
+def run_delivery(
+    *,
+    day: date,
+    analysis: dict,
+    pdf_bytes: bytes,
+    partial: bool,
+    storage: StorageResource,
+    delivery: DeliveryResource,
+    demo: bool,
+    resend_failed: bool = False,
+    log=None,
+) -> tuple[DeliverySummary, list[str]]:
     """Deliver the day's report; returns the summary and the subscriber-file problems."""
     problems: list[str] = []
     if delivery.subscribers_file:
@@ -61,8 +73,14 @@ def run_delivery(*, day: date, analysis: dict, pdf_bytes: bytes, partial: bool,
             day=day,
             store=storage.get_store(),
             subscribers=subscribers,
-            payload=report_payload(day, analysis, pdf_path, partial=partial,
-                                   link_base=delivery.report_link_base, demo=demo),
+            payload=report_payload(
+                day,
+                analysis,
+                pdf_path,
+                partial=partial,
+                link_base=delivery.report_link_base,
+                demo=demo,
+            ),
             concurrency=delivery.concurrency,
             max_attempts=delivery.max_attempts,
             resend_failed=resend_failed,
@@ -108,15 +126,24 @@ def build_delivery_asset() -> dg.AssetsDefinition:
         delivery: DeliveryResource,
         report_settings: ReportSettingsResource,
     ) -> dg.MaterializeResult:
-        """The day's report delivered to every subscriber endpoint (e-mail, Telegram, Slack,
-        Discord, webhooks, ...; a local outbox folder when no subscriber file is set). The
-        ledger `delivery/<date>.parquet` has one row per endpoint: sent, failed or dead,
-        with attempts and the last error. A re-run sends only what is not yet sent."""
+        """The day's report, delivered to every subscriber endpoint.
+
+        Channels: e-mail, Telegram, Slack, Discord, webhooks, ...; a local outbox folder
+        when no subscriber file is set. The ledger `delivery/<date>.parquet` has one row
+        per endpoint: sent, failed or dead, with attempts and the last error. A re-run
+        sends only what is not yet sent.
+        """
         day = date.fromisoformat(context.partition_key)
         partial = pdf_is_partial(context.instance, context.partition_key)
         summary, problems = run_delivery(
-            day=day, analysis=analysis, pdf_bytes=pdf, partial=partial, storage=storage,
-            delivery=delivery, demo=report_settings.demo, log=context.log,
+            day=day,
+            analysis=analysis,
+            pdf_bytes=pdf,
+            partial=partial,
+            storage=storage,
+            delivery=delivery,
+            demo=report_settings.demo,
+            log=context.log,
             resend_failed=config.resend_failed,
         )
         if summary.failed or summary.dead:

@@ -7,7 +7,6 @@ of days in one run works because the backfill policy is single-run and the step 
 every day of its range.
 """
 
-
 import time
 import uuid
 from collections import defaultdict

@@ -8,6 +8,4 @@ import dagster as dg
 
 FIRST_DAY = "2024-01-01"
 
-daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=FIRST_DAY, timezone="UTC", end_offset=1
-)
+daily_partitions = dg.DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC", end_offset=1)

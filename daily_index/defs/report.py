@@ -1,6 +1,8 @@
-"""`report/pdf`: the daily report as a PDF (cover, summary, KPI table, charts, notes,
-data quality), with a disclaimer on page 1 when KPIs are missing."""
+"""`report/pdf`: the daily report as a PDF.
 
+Cover, summary, KPI table, charts, notes and data quality, with a disclaimer on page 1
+when KPIs are missing.
+"""
 
 import base64
 import shutil
@@ -28,9 +30,22 @@ def page_one_png(pdf_path: Path, out_dir: Path, dpi: int = 50) -> Path | None:
         return None
     target = out_dir / "page1"
     subprocess.run(
-        ["pdftoppm", "-png", "-r", str(dpi), "-f", "1", "-l", "1", "-singlefile",
-         str(pdf_path), str(target)],
-        check=True, capture_output=True, timeout=60,
+        [
+            "pdftoppm",
+            "-png",
+            "-r",
+            str(dpi),
+            "-f",
+            "1",
+            "-l",
+            "1",
+            "-singlefile",
+            str(pdf_path),
+            str(target),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return target.with_suffix(".png")
 
@@ -51,10 +66,12 @@ def build_pdf_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
         storage: StorageResource,
         report_settings: ReportSettingsResource,
     ) -> dg.Output[bytes]:
-        """The day's report as an A4 PDF: cover with headline, executive summary, KPI
-        table with changes and threshold flags, the charts, per-KPI notes and a
-        data-quality section. A report with missing KPIs is partial and says so on page 1.
-        Stored as `reports/<date>.pdf`."""
+        """The day's report as an A4 PDF.
+
+        Cover with headline, executive summary, KPI table with changes and threshold flags,
+        the charts, per-KPI notes and a data-quality section. A report with missing KPIs
+        is partial and says so on page 1. Stored as `reports/<date>.pdf`.
+        """
         day = date.fromisoformat(context.partition_key)
         store = storage.get_store()
         table = load_day_table(kpis, store, day, window_days=report_settings.chart_window_days)
@@ -79,10 +96,10 @@ def build_pdf_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
             )
             data = info.path.read_bytes()
             preview_png = page_one_png(info.path, workdir)
-            preview = (
-                f"![page 1](data:image/png;base64,{base64.b64encode(preview_png.read_bytes()).decode()})"
-                if preview_png else "(install poppler-utils for a page-1 preview)"
-            )
+            preview = "(install poppler-utils for a page-1 preview)"
+            if preview_png:
+                encoded = base64.b64encode(preview_png.read_bytes()).decode()
+                preview = f"![page 1](data:image/png;base64,{encoded})"
         if partial:
             context.log.warning(
                 f"Partial report for {day}: {len(table.missing)} KPI(s) missing: "

@@ -205,8 +205,11 @@ class AnalystResource(dg.ConfigurableResource):
         if not self.api_key or not self.base_url or not self.model:
             return None
         return LlmSettings(
-            api_key=self.api_key, base_url=self.base_url, model=self.model,
-            timeout_s=self.timeout_s, total_budget_s=self.total_budget_s,
+            api_key=self.api_key,
+            base_url=self.base_url,
+            model=self.model,
+            timeout_s=self.timeout_s,
+            total_budget_s=self.total_budget_s,
         )
 
 
@@ -239,7 +242,8 @@ def analyst_from_env(environ: Mapping[str, str]) -> AnalystResource:
     if settings is None:
         return AnalystResource()
     key_var = next(
-        name for name in (ENV_API_KEY, *(p.key_env for p in PRESETS.values()))
+        name
+        for name in (ENV_API_KEY, *(p.key_env for p in PRESETS.values()))
         if environ.get(name, "").strip() and environ.get(name, "").strip() == settings.api_key
     )
     return AnalystResource(

@@ -32,23 +32,25 @@ UNCERTAIN_ERROR = (
     "(re-run with resend_failed=True to send again)"
 )
 
-SCHEMA = pa.schema([
-    ("day", pa.string()),
-    ("endpoint_id", pa.string()),
-    ("subscriber_id", pa.string()),
-    ("channel", pa.string()),
-    ("kind", pa.string()),
-    ("url", pa.string()),
-    ("fallback_url", pa.string()),
-    ("status", pa.string()),
-    ("attempts", pa.int32()),
-    ("last_error", pa.string()),
-    ("first_attempt_at", pa.timestamp("us", tz="UTC")),
-    ("last_attempt_at", pa.timestamp("us", tz="UTC")),
-    ("sent_at", pa.timestamp("us", tz="UTC")),
-    ("via_fallback", pa.bool_()),
-    ("uncertain", pa.bool_()),
-])
+SCHEMA = pa.schema(
+    [
+        ("day", pa.string()),
+        ("endpoint_id", pa.string()),
+        ("subscriber_id", pa.string()),
+        ("channel", pa.string()),
+        ("kind", pa.string()),
+        ("url", pa.string()),
+        ("fallback_url", pa.string()),
+        ("status", pa.string()),
+        ("attempts", pa.int32()),
+        ("last_error", pa.string()),
+        ("first_attempt_at", pa.timestamp("us", tz="UTC")),
+        ("last_attempt_at", pa.timestamp("us", tz="UTC")),
+        ("sent_at", pa.timestamp("us", tz="UTC")),
+        ("via_fallback", pa.bool_()),
+        ("uncertain", pa.bool_()),
+    ]
+)
 COLUMNS = tuple(SCHEMA.names)
 
 
@@ -106,16 +108,32 @@ class Ledger:
                 if not isinstance(row[column], str):
                     row[column] = None
 
-    def ensure(self, *, endpoint_id: str, subscriber_id: str, channel: str, kind: str,
-               url: str, fallback_url: str | None) -> dict[str, Any]:
+    def ensure(
+        self,
+        *,
+        endpoint_id: str,
+        subscriber_id: str,
+        channel: str,
+        kind: str,
+        url: str,
+        fallback_url: str | None,
+    ) -> dict[str, Any]:
         row = self.rows.get(endpoint_id)
         if row is None:
             row = {
-                "day": self.day.isoformat(), "endpoint_id": endpoint_id,
-                "subscriber_id": subscriber_id, "channel": channel, "kind": kind,
-                "status": "pending", "attempts": 0, "last_error": None,
-                "first_attempt_at": None, "last_attempt_at": None, "sent_at": None,
-                "via_fallback": False, "uncertain": False,
+                "day": self.day.isoformat(),
+                "endpoint_id": endpoint_id,
+                "subscriber_id": subscriber_id,
+                "channel": channel,
+                "kind": kind,
+                "status": "pending",
+                "attempts": 0,
+                "last_error": None,
+                "first_attempt_at": None,
+                "last_attempt_at": None,
+                "sent_at": None,
+                "via_fallback": False,
+                "uncertain": False,
             }
             self.rows[endpoint_id] = row
         # The subscriber file may have changed since the last run: keep the URLs current.
@@ -142,8 +160,12 @@ class Ledger:
         row["last_attempt_at"] = outcome.finished_at
         row["uncertain"] = outcome.uncertain
         if outcome.ok:
-            row.update(status="sent", sent_at=outcome.finished_at, last_error=None,
-                       via_fallback=outcome.via_fallback)
+            row.update(
+                status="sent",
+                sent_at=outcome.finished_at,
+                last_error=None,
+                via_fallback=outcome.via_fallback,
+            )
         else:
             dead = row["attempts"] >= max_attempts and not outcome.uncertain
             row.update(status="dead" if dead else "failed", last_error=outcome.error)
@@ -202,13 +224,27 @@ class Journal:
             if entry["event"] == "start":
                 started[entry["endpoint_id"]] = at
             elif entry["endpoint_id"] in started:
-                outcomes.append(Outcome(
-                    endpoint_id=entry["endpoint_id"], ok=entry["event"] == "sent",
-                    started_at=started.pop(entry["endpoint_id"]), finished_at=at,
-                    error=entry.get("error"), via_fallback=entry.get("via_fallback", False)))
-        outcomes += [Outcome(endpoint_id=eid, ok=False, started_at=at, finished_at=at,
-                             error=UNCERTAIN_ERROR, uncertain=True)
-                     for eid, at in started.items()]
+                outcomes.append(
+                    Outcome(
+                        endpoint_id=entry["endpoint_id"],
+                        ok=entry["event"] == "sent",
+                        started_at=started.pop(entry["endpoint_id"]),
+                        finished_at=at,
+                        error=entry.get("error"),
+                        via_fallback=entry.get("via_fallback", False),
+                    )
+                )
+        outcomes += [
+            Outcome(
+                endpoint_id=eid,
+                ok=False,
+                started_at=at,
+                finished_at=at,
+                error=UNCERTAIN_ERROR,
+                uncertain=True,
+            )
+            for eid, at in started.items()
+        ]
         return outcomes
 
     def open(self) -> None:
@@ -225,9 +261,15 @@ class Journal:
         self._write({"event": "start", "endpoint_id": endpoint_id, "at": at.isoformat()})
 
     def finish(self, outcome: Outcome) -> None:
-        self._write({"event": "sent" if outcome.ok else "failed",
-                     "endpoint_id": outcome.endpoint_id, "at": outcome.finished_at.isoformat(),
-                     "error": outcome.error, "via_fallback": outcome.via_fallback})
+        self._write(
+            {
+                "event": "sent" if outcome.ok else "failed",
+                "endpoint_id": outcome.endpoint_id,
+                "at": outcome.finished_at.isoformat(),
+                "error": outcome.error,
+                "via_fallback": outcome.via_fallback,
+            }
+        )
 
     def close(self, *, remove: bool) -> None:
         with self._lock:

@@ -30,8 +30,15 @@ def _slug(text: str) -> str:
 
 
 @notify(on=OUTBOX_SCHEMA, name="Local outbox")
-def _write_outbox(body: str, title: str, notify_type: Any, meta: dict[str, Any],
-                  attach: Any = None, *args: Any, **kwargs: Any) -> bool:
+def _write_outbox(
+    body: str,
+    title: str,
+    notify_type: Any,
+    meta: dict[str, Any],
+    attach: Any = None,
+    *args: Any,
+    **kwargs: Any,
+) -> bool:
     # The URL is always outbox://localhost/<absolute folder> (see `outbox_url`).
     folder = Path(unquote(str(meta.get("fullpath") or "/")))
     folder.mkdir(parents=True, exist_ok=True)

@@ -129,16 +129,22 @@ def _endpoints(subscribers: list[Subscriber]) -> list[_Endpoint]:
     for sub in subscribers:
         for n, url in enumerate(sub.urls, start=1):
             channel = "primary" if n == 1 else f"primary-{n}"
-            endpoints.append(_Endpoint(f"{sub.id}:{channel}", sub, channel, url,
-                                       channel_kind(url)))
+            endpoints.append(_Endpoint(f"{sub.id}:{channel}", sub, channel, url, channel_kind(url)))
     return endpoints
 
 
 def _error_text(result: apprise.AppriseResult) -> str:
-    messages = [entry.message for service in result for entry in service.logs()
-                if entry.level in ("WARNING", "ERROR", "CRITICAL")]
-    messages += [entry.message for entry in result.call_logs()
-                 if entry.level in ("WARNING", "ERROR", "CRITICAL")]
+    messages = [
+        entry.message
+        for service in result
+        for entry in service.logs()
+        if entry.level in ("WARNING", "ERROR", "CRITICAL")
+    ]
+    messages += [
+        entry.message
+        for entry in result.call_logs()
+        if entry.level in ("WARNING", "ERROR", "CRITICAL")
+    ]
     text = "; ".join(dict.fromkeys(messages)) or f"apprise reported {result.status.name}"
     return text[:500]
 
@@ -209,18 +215,24 @@ def deliver(
 
     endpoints = _endpoints(subscribers)
     ledger = Ledger(store, day)
-    redacted_fallback = {s.id: redact_url(s.fallback) if s.fallback else None
-                         for s in subscribers}
+    redacted_fallback = {s.id: redact_url(s.fallback) if s.fallback else None for s in subscribers}
     for ep in endpoints:
-        ledger.ensure(endpoint_id=ep.endpoint_id, subscriber_id=ep.subscriber.id,
-                      channel=ep.channel, kind=ep.kind, url=redact_url(ep.url),
-                      fallback_url=redacted_fallback[ep.subscriber.id])
+        ledger.ensure(
+            endpoint_id=ep.endpoint_id,
+            subscriber_id=ep.subscriber.id,
+            channel=ep.channel,
+            kind=ep.kind,
+            url=redact_url(ep.url),
+            fallback_url=redacted_fallback[ep.subscriber.id],
+        )
     journal = Journal.for_store(store, day)
     for outcome in journal.replay():
         ledger.apply(outcome, max_attempts=max_attempts)
-    todo = [ep for ep in endpoints
-            if ledger.eligible(ep.endpoint_id, max_attempts=max_attempts,
-                               resend_failed=resend_failed)]
+    todo = [
+        ep
+        for ep in endpoints
+        if ledger.eligible(ep.endpoint_id, max_attempts=max_attempts, resend_failed=resend_failed)
+    ]
     ledger.flush()
     journal.open()
 
@@ -244,16 +256,23 @@ def deliver(
                 error, via_fallback = None, True
             else:
                 error = f"{error} | fallback: {fallback_error}"[:1000]
-        outcome = Outcome(endpoint_id=ep.endpoint_id, ok=error is None, started_at=begun,
-                          finished_at=now_utc(), error=error, via_fallback=via_fallback)
+        outcome = Outcome(
+            endpoint_id=ep.endpoint_id,
+            ok=error is None,
+            started_at=begun,
+            finished_at=now_utc(),
+            error=error,
+            via_fallback=via_fallback,
+        )
         journal.finish(outcome)
         return outcome
 
     done = 0
     clean_exit = False
     try:
-        with ThreadPoolExecutor(max_workers=max(1, concurrency),
-                                thread_name_prefix="deliver") as pool:
+        with ThreadPoolExecutor(
+            max_workers=max(1, concurrency), thread_name_prefix="deliver"
+        ) as pool:
             pending: set[Future[Outcome | None]] = set()
             queue = iter(todo)
             since_flush = 0
@@ -293,8 +312,11 @@ def deliver(
         journal.close(remove=clean_exit)
 
     return DeliverySummary(
-        sent=counts["sent"], failed=counts["failed"], dead=counts["dead"],
-        skipped=len(endpoints) - len(todo), total=len(endpoints),
+        sent=counts["sent"],
+        failed=counts["failed"],
+        dead=counts["dead"],
+        skipped=len(endpoints) - len(todo),
+        total=len(endpoints),
         elapsed_s=round(time.monotonic() - started, 3),
         by_channel={k: dict(v) for k, v in sorted(by_channel.items())},
         not_attempted=len(todo) - done,

@@ -132,15 +132,26 @@ def _build(entry: Any, line: int, seen: set[str]) -> Subscriber | Problem:
     if sid in seen:
         return Problem(line, f"duplicate subscriber id {sid!r}", sid)
     if receives not in RECEIVES:
-        return Problem(line, f"receives must be one of {', '.join(RECEIVES)}, got "
-                             f"{receives[:20]!r}", sid)
+        return Problem(
+            line, f"receives must be one of {', '.join(RECEIVES)}, got {receives[:20]!r}", sid
+        )
     for label, url in [*(("url", u) for u in urls), ("fallback", fallback)]:
         if url is not None and instantiate(url) is None:
-            return Problem(line, f"{label} {redact_url(url)} is not a usable apprise URL "
-                                 "(unknown scheme or missing/invalid parts)", sid)
+            return Problem(
+                line,
+                f"{label} {redact_url(url)} is not a usable apprise URL "
+                "(unknown scheme or missing/invalid parts)",
+                sid,
+            )
     seen.add(sid)
-    return Subscriber(id=sid, name=name, urls=tuple(urls), fallback=fallback,
-                      tags=tuple(_as_list(entry.get("tags"))), receives=receives)  # type: ignore[arg-type]
+    return Subscriber(
+        id=sid,
+        name=name,
+        urls=tuple(urls),
+        fallback=fallback,
+        tags=tuple(_as_list(entry.get("tags"))),
+        receives=receives,
+    )  # type: ignore[arg-type]
 
 
 def _yaml_entries(text: str) -> list[tuple[int, Any]]:
@@ -165,8 +176,10 @@ def _csv_entries(text: str) -> list[tuple[int, Any]]:
     for row in reader:
         if not any(v.strip() for v in row.values() if isinstance(v, str)):
             continue
-        clean = {(k or "").strip().lower(): (v.strip() if isinstance(v, str) else v)
-                 for k, v in row.items()}
+        clean = {
+            (k or "").strip().lower(): (v.strip() if isinstance(v, str) else v)
+            for k, v in row.items()
+        }
         # line_num is the physical line the row ended on: the row's line for one-line rows.
         entries.append((reader.line_num, clean))
     return entries
@@ -210,5 +223,10 @@ def outbox_subscriber(outbox_dir: str | Path) -> Subscriber:
     It "delivers" by writing each message (JSON) and the PDF into `outbox_dir`, through
     the same apprise path and ledger as every real channel.
     """
-    return Subscriber(id="outbox", name="Local outbox", urls=(outbox_url(outbox_dir),),
-                      tags=("local",), receives="pdf")
+    return Subscriber(
+        id="outbox",
+        name="Local outbox",
+        urls=(outbox_url(outbox_dir),),
+        tags=("local",),
+        receives="pdf",
+    )

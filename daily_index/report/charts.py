@@ -205,8 +205,15 @@ class _ChartPainter:
         (self.dots,) = ax.plot([], [], linestyle="none", marker="o", markersize=2.5, color=ACCENT)
         (self.last,) = ax.plot([], [], linestyle="none", marker="o", markersize=4.5, color=ACCENT)
         self.note = ax.text(
-            0.5, 0.5, "", transform=ax.transAxes, ha="center", va="center",
-            fontsize=13, color=MUTED, visible=False,
+            0.5,
+            0.5,
+            "",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=13,
+            color=MUTED,
+            visible=False,
         )
         self.temporary: list = []
 
@@ -251,8 +258,12 @@ class _ChartPainter:
         if gaps:
             tmp.append(
                 ax.broken_barh(
-                    [(x[a] - 0.5, b - a) for a, b in gaps], (0, 1),
-                    transform=ax.get_xaxis_transform(), facecolor=GAP, linewidth=0, zorder=0,
+                    [(x[a] - 0.5, b - a) for a, b in gaps],
+                    (0, 1),
+                    transform=ax.get_xaxis_transform(),
+                    facecolor=GAP,
+                    linewidth=0,
+                    zorder=0,
                 )
             )
         if job.chart_type == "bar":
@@ -283,8 +294,16 @@ class _ChartPainter:
             if job.chart_type == "area":
                 base = min(0.0, float(np.nanmin(y)))
                 tmp.append(
-                    ax.fill_between(x, y, base, where=valid, color=FILL, alpha=0.7,
-                                    linewidth=0, interpolate=False)
+                    ax.fill_between(
+                        x,
+                        y,
+                        base,
+                        where=valid,
+                        color=FILL,
+                        alpha=0.7,
+                        linewidth=0,
+                        interpolate=False,
+                    )
                 )
         lo, hi = _limits(y[valid], job, bar=job.chart_type == "bar")
         ax.set_ylim(lo, hi)
@@ -296,11 +315,21 @@ class _ChartPainter:
                 tmp.append(
                     # inside, on the left: the right margin belongs to the latest value
                     ax.annotate(
-                        f"{label} {_axis_number(level)}", (0.0, level),
-                        xycoords=("axes fraction", "data"), xytext=(3, 1.5),
-                        textcoords="offset points", va="bottom", ha="left", fontsize=7,
-                        color=color, bbox={"boxstyle": "square,pad=0.1", "facecolor": "white",
-                                           "edgecolor": "none", "alpha": 0.75},
+                        f"{label} {_axis_number(level)}",
+                        (0.0, level),
+                        xycoords=("axes fraction", "data"),
+                        xytext=(3, 1.5),
+                        textcoords="offset points",
+                        va="bottom",
+                        ha="left",
+                        fontsize=7,
+                        color=color,
+                        bbox={
+                            "boxstyle": "square,pad=0.1",
+                            "facecolor": "white",
+                            "edgecolor": "none",
+                            "alpha": 0.75,
+                        },
                     )
                 )
             else:
@@ -308,10 +337,13 @@ class _ChartPainter:
                 above = level > hi
                 tmp.append(
                     ax.text(
-                        1.01, 1.0 if above else 0.0,
+                        1.01,
+                        1.0 if above else 0.0,
                         f"{label} {_axis_number(level)} {'↑' if above else '↓'}",
-                        transform=ax.transAxes, va="top" if above else "bottom",
-                        fontsize=7, color=color,
+                        transform=ax.transAxes,
+                        va="top" if above else "bottom",
+                        fontsize=7,
+                        color=color,
                     )
                 )
         last_index = int(np.flatnonzero(valid)[-1])
@@ -326,8 +358,14 @@ class _ChartPainter:
             label += "\n(last: " + mdates.num2date(lx).strftime("%d %b") + ")"
         tmp.append(
             ax.annotate(
-                label, (lx, ly), xytext=(6, 8 if not stale else 0), textcoords="offset points",
-                fontsize=8, fontweight="bold", color=INK, va="center",
+                label,
+                (lx, ly),
+                xytext=(6, 8 if not stale else 0),
+                textcoords="offset points",
+                fontsize=8,
+                fontweight="bold",
+                color=INK,
+                va="center",
                 annotation_clip=False,
             )
         )
@@ -373,18 +411,29 @@ def _paint_sheet(jobs: Sequence[_Job], path: Path, page: int, pages: int) -> Pat
     fig = Figure(figsize=SHEET_SIZE_IN, dpi=SHEET_DPI, facecolor="white")
     fig.subplots_adjust(left=0.02, right=0.98, top=0.93, bottom=0.01, hspace=1.15, wspace=0.15)
     if pages > 1:
-        fig.text(0.98, 0.995, f"sheet {page} of {pages}", ha="right", va="top", fontsize=7,
-                 color=MUTED)
+        fig.text(
+            0.98, 0.995, f"sheet {page} of {pages}", ha="right", va="top", fontsize=7, color=MUTED
+        )
     for index, job in enumerate(jobs):
         ax = fig.add_subplot(rows, SHEET_COLUMNS, index + 1)
         ax.set_axis_off()
         valid = ~np.isnan(job.y)
         name = job.title if len(job.title) <= 34 else job.title[:33] + "…"
-        ax.text(0.0, 1.36, name, transform=ax.transAxes, ha="left", va="bottom", fontsize=7,
-                color=INK)
+        ax.text(
+            0.0, 1.36, name, transform=ax.transAxes, ha="left", va="bottom", fontsize=7, color=INK
+        )
         if not valid.any():
-            ax.text(0.0, 1.06, "no data", transform=ax.transAxes, ha="left", va="bottom",
-                    fontsize=7, color=DOWN, fontweight="bold")
+            ax.text(
+                0.0,
+                1.06,
+                "no data",
+                transform=ax.transAxes,
+                ha="left",
+                va="bottom",
+                fontsize=7,
+                color=DOWN,
+                fontweight="bold",
+            )
             ax.set_xlim(job.x[0], job.x[-1])
             ax.axhline(0.5, color=GAP, linewidth=4)
             ax.set_ylim(0, 1)
@@ -400,8 +449,17 @@ def _paint_sheet(jobs: Sequence[_Job], path: Path, page: int, pages: int) -> Pat
         label = format_value(float(job.y[last]), job.unit)
         if stale:
             label += " · last " + mdates.num2date(job.x[last]).strftime("%d %b")
-        ax.text(0.0, 1.06, label, transform=ax.transAxes, ha="left", va="bottom", fontsize=7,
-                color=DOWN if stale else INK, fontweight="bold")
+        ax.text(
+            0.0,
+            1.06,
+            label,
+            transform=ax.transAxes,
+            ha="left",
+            va="bottom",
+            fontsize=7,
+            color=DOWN if stale else INK,
+            fontweight="bold",
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=SHEET_DPI, facecolor="white", pil_kwargs={"compress_level": 6})
     return path

@@ -82,9 +82,7 @@ def build_row(spec: KpiSpec, history: pd.DataFrame, day: date, reason: str | Non
     by_day = dict(zip(history["date"], history["value"], strict=True)) if len(history) else {}
     value = by_day.get(day)
     value = None if value is None else float(value)
-    changes = {
-        h: pct_change(value, by_day.get(day - timedelta(days=h))) for h in CHANGE_HORIZONS
-    }
+    changes = {h: pct_change(value, by_day.get(day - timedelta(days=h))) for h in CHANGE_HORIZONS}
     status: Status = "ok" if value is not None else ("failed" if reason else "missing")
     return KpiRow(
         spec=spec,

@@ -197,8 +197,14 @@ def build_context(
         text = str(note.get("note", "")).strip()
         if text:
             known = by_id.get(kpi_id)
-            notes.append({"name": known["name"] if known else kpi_id, "known": bool(known),
-                          "row": known, "note": text})
+            notes.append(
+                {
+                    "name": known["name"] if known else kpi_id,
+                    "known": bool(known),
+                    "row": known,
+                    "note": text,
+                }
+            )
     start, end = charts.window
     return {
         "day": table.day,

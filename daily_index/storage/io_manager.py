@@ -8,7 +8,6 @@ its own object. The object is written atomically before Dagster records the
 materialisation, so a recorded materialisation always has a durable object behind it.
 """
 
-
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -27,8 +26,9 @@ CONTENT_TYPES = {"json": "application/json", "bytes": "application/pdf"}
 
 def artifact_key(asset_key: dg.AssetKey, day: str) -> tuple[str, str]:
     name = asset_key.path[-1]
-    template, fmt = ARTIFACTS.get(name, (f"artifacts/{'/'.join(asset_key.path)}/{{day}}.json",
-                                         "json"))
+    template, fmt = ARTIFACTS.get(
+        name, (f"artifacts/{'/'.join(asset_key.path)}/{{day}}.json", "json")
+    )
     return template.format(day=day), fmt
 
 
@@ -77,8 +77,10 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
             store.put(key, _encode(value, fmt, key), content_type=CONTENT_TYPES[fmt])
             written.append(key)
         context.add_output_metadata(
-            {"stored_at": written[0] if len(written) == 1 else f"{len(written)} objects",
-             "store": store.description}
+            {
+                "stored_at": written[0] if len(written) == 1 else f"{len(written)} objects",
+                "store": store.description,
+            }
         )
 
     def load_input(self, context: dg.InputContext) -> Any:

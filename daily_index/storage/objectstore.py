@@ -50,8 +50,15 @@ class ObjectStore(ABC):
         """The object and its version tag, or None when it does not exist."""
 
     @abstractmethod
-    def put(self, key: str, data: bytes, *, if_match: str | None = None,
-            if_none_match: bool = False, content_type: str | None = None) -> str:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        content_type: str | None = None,
+    ) -> str:
         """Write atomically and return the new version tag.
 
         `if_match` writes only over that version; `if_none_match` only when absent. A lost
@@ -78,8 +85,14 @@ class ObjectStore(ABC):
         """A filesystem path for the object when the backend has one (local), else None."""
         return None
 
-    def update(self, key: str, mutate: Callable[[bytes | None], bytes], *,
-               content_type: str | None = None, attempts: int = 12) -> bytes:
+    def update(
+        self,
+        key: str,
+        mutate: Callable[[bytes | None], bytes],
+        *,
+        content_type: str | None = None,
+        attempts: int = 12,
+    ) -> bytes:
         """Read-modify-write `key` safely against concurrent writers; returns what was written."""
         for attempt in range(attempts):
             current = self.get(key)
@@ -158,8 +171,15 @@ class LocalObjectStore(ObjectStore):
         name = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
         return FileLock(str(self._lock_dir / f"{name}.lock"), timeout=60)
 
-    def put(self, key: str, data: bytes, *, if_match: str | None = None,
-            if_none_match: bool = False, content_type: str | None = None) -> str:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        content_type: str | None = None,
+    ) -> str:
         path = self._path(key)
         try:
             if if_match is None and not if_none_match:
@@ -177,8 +197,14 @@ class LocalObjectStore(ObjectStore):
             detail = exc.strerror or exc
             raise StorageError(f"{self.description}: cannot write {key!r}: {detail}") from None
 
-    def update(self, key: str, mutate: Callable[[bytes | None], bytes], *,
-               content_type: str | None = None, attempts: int = 12) -> bytes:
+    def update(
+        self,
+        key: str,
+        mutate: Callable[[bytes | None], bytes],
+        *,
+        content_type: str | None = None,
+        attempts: int = 12,
+    ) -> bytes:
         # Locally a lock is cheaper and fairer than optimistic retries.
         try:
             with self._key_lock(key):
@@ -241,8 +267,11 @@ class S3ObjectStore(ObjectStore):
         return self.prefix + key
 
     def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(
-            exc, "response") else None
+        code = (
+            getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if hasattr(exc, "response")
+            else None
+        )
         detail = code or type(exc).__name__
         return StorageError(f"{self.description}: cannot {action} {key!r}: {detail}")
 
@@ -259,8 +288,15 @@ class S3ObjectStore(ObjectStore):
         except BotoCoreError as exc:
             raise self._fail("read", key, exc) from None
 
-    def put(self, key: str, data: bytes, *, if_match: str | None = None,
-            if_none_match: bool = False, content_type: str | None = None) -> str:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        content_type: str | None = None,
+    ) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
 
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
@@ -296,7 +332,7 @@ class S3ObjectStore(ObjectStore):
         try:
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-                keys.extend(obj["Key"][len(self.prefix):] for obj in page.get("Contents", []))
+                keys.extend(obj["Key"][len(self.prefix) :] for obj in page.get("Contents", []))
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("list", prefix, exc) from None
         return sorted(keys)
@@ -315,7 +351,9 @@ class S3ObjectStore(ObjectStore):
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code") if isinstance(
-                exc, ClientError) else type(exc).__name__
+            code = (
+                getattr(exc, "response", {}).get("Error", {}).get("Code")
+                if isinstance(exc, ClientError)
+                else type(exc).__name__
+            )
             raise StorageError(f"{self.description}: not reachable ({code})") from None
-

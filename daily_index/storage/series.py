@@ -75,8 +75,13 @@ def _from_bytes(data: bytes, where: str) -> dict[date, SeriesRow]:
     return {
         d: SeriesRow(d, v, u, s, f, t)
         for d, v, u, s, f, t in zip(
-            cols["date"], cols["value"], cols["unit"], cols["source"], cols["fetched_at"],
-            cols["trace_id"], strict=True,
+            cols["date"],
+            cols["value"],
+            cols["unit"],
+            cols["source"],
+            cols["fetched_at"],
+            cols["trace_id"],
+            strict=True,
         )
     }
 

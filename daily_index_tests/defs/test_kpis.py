@@ -27,8 +27,12 @@ def replay():
 def sources(replay):
     replay.reset()
     return KpiSourcesResource(
-        base_urls=replay.base_urls(), n8n_base_url=replay.n8n_base_url, fred_api_key="k",
-        today=DEMO_DAY.isoformat(), max_attempts=1, timeout_s=5,
+        base_urls=replay.base_urls(),
+        n8n_base_url=replay.n8n_base_url,
+        fred_api_key="k",
+        today=DEMO_DAY.isoformat(),
+        max_attempts=1,
+        timeout_s=5,
     )
 
 
@@ -76,8 +80,10 @@ def test_one_failing_kpi_fails_the_run_but_not_the_others(replay, sources, tmp_p
     assert _run(sources, storage, partition_key=DEMO_DAY.isoformat()).success
     before = series.value_on("fear_greed", DEMO_DAY)
 
-    replay.inject("/alternative_me", Fault(status=200, body="<html>maintenance</html>",
-                                           content_type="text/html"))
+    replay.inject(
+        "/alternative_me",
+        Fault(status=200, body="<html>maintenance</html>", content_type="text/html"),
+    )
     instance = dg.DagsterInstance.ephemeral()
     result = _run(sources, storage, partition_key=DEMO_DAY.isoformat(), instance=instance)
     assert not result.success
@@ -96,8 +102,9 @@ def test_one_failing_kpi_fails_the_run_but_not_the_others(replay, sources, tmp_p
 
 def test_a_subset_fetches_only_the_selected_kpi(replay, sources, tmp_path):
     storage = StorageResource(local_dir=str(tmp_path))
-    result = _run(sources, storage, partition_key=DEMO_DAY.isoformat(),
-                  selection=[kpi_key("fear_greed")])
+    result = _run(
+        sources, storage, partition_key=DEMO_DAY.isoformat(), selection=[kpi_key("fear_greed")]
+    )
     assert result.success
     assert [e.asset_key for e in result.get_asset_materialization_events()] == [
         kpi_key("fear_greed")
@@ -109,9 +116,13 @@ def test_a_range_of_days_in_one_run_stores_each_days_own_value(sources, tmp_path
     storage = StorageResource(local_dir=str(tmp_path))
     first, last = DEMO_DAY - timedelta(days=4), DEMO_DAY - timedelta(days=1)
     result = _run(
-        sources, storage, selection=[kpi_key("btc_price"), kpi_key("btc_close_binance")],
-        tags={"dagster/asset_partition_range_start": first.isoformat(),
-              "dagster/asset_partition_range_end": last.isoformat()},
+        sources,
+        storage,
+        selection=[kpi_key("btc_price"), kpi_key("btc_close_binance")],
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        },
     )
     assert result.success
     series = KpiSeriesStore(LocalObjectStore(tmp_path))
@@ -126,8 +137,11 @@ def test_a_range_of_days_in_one_run_stores_each_days_own_value(sources, tmp_path
 
 def test_unreachable_storage_fails_naming_the_store(sources, unused_port):
     storage = StorageResource(
-        backend="s3", bucket="nowhere", endpoint_url=f"http://127.0.0.1:{unused_port}",
-        access_key_id="a", secret_access_key="b",
+        backend="s3",
+        bucket="nowhere",
+        endpoint_url=f"http://127.0.0.1:{unused_port}",
+        access_key_id="a",
+        secret_access_key="b",
     )
     result = _run(sources, storage, partition_key=DEMO_DAY.isoformat())
     assert not result.success

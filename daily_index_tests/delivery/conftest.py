@@ -92,8 +92,9 @@ def receiver() -> Iterator[Receiver]:
 def smtp() -> Iterator[tuple[Mailbox, int]]:
     box = Mailbox()
     port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port,
-                            authenticator=box.authenticate, auth_require_tls=False)
+    controller = Controller(
+        box, hostname="127.0.0.1", port=port, authenticator=box.authenticate, auth_require_tls=False
+    )
     controller.start()
     yield box, port
     controller.stop()

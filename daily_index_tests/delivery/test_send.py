@@ -32,13 +32,17 @@ PASSWORD = "pa55-w0rd-never-shown"
 
 
 def payload(pdf: Path, *, partial: bool = False, link: str | None = None) -> ReportPayload:
-    return ReportPayload(title="Daily Index 2024-05-01", body="BTC up 2%. Fear & Greed 71.",
-                         pdf_path=pdf, link=link, partial=partial)
+    return ReportPayload(
+        title="Daily Index 2024-05-01",
+        body="BTC up 2%. Fear & Greed 71.",
+        pdf_path=pdf,
+        link=link,
+        partial=partial,
+    )
 
 
 def sub(sid: str, *urls: str, fallback: str | None = None, receives: str = "pdf") -> Subscriber:
-    return Subscriber(id=sid, name=sid.title(), urls=urls, fallback=fallback,
-                      receives=receives)  # type: ignore[arg-type]
+    return Subscriber(id=sid, name=sid.title(), urls=urls, fallback=fallback, receives=receives)  # type: ignore[arg-type]
 
 
 def rows(store: LocalObjectStore) -> dict[str, dict]:
@@ -46,16 +50,22 @@ def rows(store: LocalObjectStore) -> dict[str, dict]:
 
 
 def attachments(message: Message) -> list[tuple[str, bytes]]:
-    return [(part.get_filename(), part.get_payload(decode=True)) for part in message.walk()
-            if part.get_filename()]
+    return [
+        (part.get_filename(), part.get_payload(decode=True))
+        for part in message.walk()
+        if part.get_filename()
+    ]
 
 
 def test_email_with_pdf_attachment_and_partial_disclaimer(smtp, pdf, store) -> None:
     box, port = smtp
-    url = (f"mailto://reports:{PASSWORD}@127.0.0.1:{port}"
-           "?mode=insecure&from=reports@example.org&to=alice@example.org")
-    summary = deliver(day=DAY, store=store, subscribers=[sub("alice", url)],
-                      payload=payload(pdf, partial=True))
+    url = (
+        f"mailto://reports:{PASSWORD}@127.0.0.1:{port}"
+        "?mode=insecure&from=reports@example.org&to=alice@example.org"
+    )
+    summary = deliver(
+        day=DAY, store=store, subscribers=[sub("alice", url)], payload=payload(pdf, partial=True)
+    )
     assert (summary.sent, summary.failed, summary.total) == (1, 0, 1)
     assert box.logins == [("reports", PASSWORD)]
     [raw] = box.messages
@@ -79,9 +89,14 @@ def test_http_channels_fallback_and_failures(receiver: Receiver, pdf, store) -> 
         sub("multi", receiver.url("ok/m1"), receiver.url("fail/m2")),
     ]
     progress: list[tuple[int, int]] = []
-    summary = deliver(day=DAY, store=store, subscribers=subscribers,
-                      payload=payload(pdf, link="https://example.org/r.pdf"),
-                      concurrency=4, on_progress=lambda d, t: progress.append((d, t)))
+    summary = deliver(
+        day=DAY,
+        store=store,
+        subscribers=subscribers,
+        payload=payload(pdf, link="https://example.org/r.pdf"),
+        concurrency=4,
+        on_progress=lambda d, t: progress.append((d, t)),
+    )
     assert (summary.sent, summary.failed, summary.dead, summary.total) == (5, 2, 0, 7)
     assert summary.by_channel == {"form": {"sent": 1}, "json": {"sent": 4, "failed": 2}}
     assert progress[-1] == (7, 7)
@@ -108,8 +123,10 @@ def test_http_channels_fallback_and_failures(receiver: Receiver, pdf, store) -> 
 
 def test_rerun_sends_only_what_is_not_sent_and_retry_rules(receiver, pdf, store) -> None:
     subscribers = [sub("good", receiver.url("ok/g")), sub("bad", receiver.url("fail/b"))]
-    run = lambda **kw: deliver(day=DAY, store=store, subscribers=subscribers,  # noqa: E731
-                               payload=payload(pdf), **kw)
+
+    def run(**kw):
+        return deliver(day=DAY, store=store, subscribers=subscribers, payload=payload(pdf), **kw)
+
     first = run(max_attempts=5)
     assert (first.sent, first.failed) == (1, 1)
     second = run(max_attempts=5)
@@ -127,8 +144,14 @@ def test_rerun_sends_only_what_is_not_sent_and_retry_rules(receiver, pdf, store)
 
 def test_stop_after_then_rerun_delivers_each_endpoint_exactly_once(receiver, pdf, store) -> None:
     subscribers = [sub(f"s{i:02d}", receiver.url(f"ok/{i}")) for i in range(30)]
-    first = deliver(day=DAY, store=store, subscribers=subscribers, payload=payload(pdf),
-                    concurrency=2, stop_after=10)
+    first = deliver(
+        day=DAY,
+        store=store,
+        subscribers=subscribers,
+        payload=payload(pdf),
+        concurrency=2,
+        stop_after=10,
+    )
     assert first.sent >= 10 and first.not_attempted == 30 - first.sent
     assert sorted(r["status"] for r in rows(store).values()).count("pending") == 30 - first.sent
     second = deliver(day=DAY, store=store, subscribers=subscribers, payload=payload(pdf))
@@ -158,8 +181,9 @@ def test_killed_run_then_rerun_never_sends_twice(receiver, pdf, tmp_path) -> Non
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     root = tmp_path / "store"
-    child = subprocess.Popen([sys.executable, str(script), str(root), str(pdf),
-                              str(receiver.port), str(n)])
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(root), str(pdf), str(receiver.port), str(n)]
+    )
     deadline = time.monotonic() + 30
     while receiver.total() < 8 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -168,9 +192,13 @@ def test_killed_run_then_rerun_never_sends_twice(receiver, pdf, tmp_path) -> Non
     assert 8 <= receiver.total() < n
 
     store = LocalObjectStore(root)
-    again = deliver(day=DAY, store=store, subscribers=[
-        sub(f"s{i:02d}", receiver.url(f"slow/{i}")) for i in range(n)], payload=payload(pdf),
-        concurrency=8)
+    again = deliver(
+        day=DAY,
+        store=store,
+        subscribers=[sub(f"s{i:02d}", receiver.url(f"slow/{i}")) for i in range(n)],
+        payload=payload(pdf),
+        concurrency=8,
+    )
     counts = {f"s{i:02d}:primary": receiver.count(f"slow/{i}") for i in range(n)}
     ledger = rows(store)
     assert set(ledger) == set(counts)
@@ -185,9 +213,13 @@ def test_killed_run_then_rerun_never_sends_twice(receiver, pdf, tmp_path) -> Non
     assert again.skipped == n - again.sent and 0 < len(uncertain) <= 3
 
     # An operator can choose to resend those, accepting a possible duplicate.
-    forced = deliver(day=DAY, store=store, subscribers=[
-        sub(f"s{i:02d}", receiver.url(f"slow/{i}")) for i in range(n)], payload=payload(pdf),
-        resend_failed=True)
+    forced = deliver(
+        day=DAY,
+        store=store,
+        subscribers=[sub(f"s{i:02d}", receiver.url(f"slow/{i}")) for i in range(n)],
+        payload=payload(pdf),
+        resend_failed=True,
+    )
     assert forced.sent == len(uncertain)
     assert {r["status"] for r in rows(store).values()} == {"sent"}
 
@@ -195,21 +227,26 @@ def test_killed_run_then_rerun_never_sends_twice(receiver, pdf, tmp_path) -> Non
 def test_secrets_never_in_ledger_problems_or_errors(pdf, store, tmp_path) -> None:
     dead = f"mailto://reports:{PASSWORD}@127.0.0.1:{free_port()}?mode=insecure&to=a@example.org"
     fallback = f"json://user:{PASSWORD}@127.0.0.1:{free_port()}/hook"
-    summary = deliver(day=DAY, store=store, subscribers=[sub("a", dead, fallback=fallback)],
-                      payload=payload(pdf))
+    summary = deliver(
+        day=DAY, store=store, subscribers=[sub("a", dead, fallback=fallback)], payload=payload(pdf)
+    )
     assert summary.failed == 1
     raw = store.read_bytes(ledger_key(DAY))
     assert raw is not None and PASSWORD.encode() not in raw
     row = rows(store)["a:primary"]
     assert row["last_error"] and PASSWORD not in json.dumps(row, default=str)
-    assert all(PASSWORD.encode() not in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()
-               and p.suffix != ".pdf")
+    assert all(
+        PASSWORD.encode() not in p.read_bytes()
+        for p in tmp_path.rglob("*")
+        if p.is_file() and p.suffix != ".pdf"
+    )
 
 
 def test_outbox_default_goes_through_the_ledger(pdf, store, tmp_path) -> None:
     outbox = tmp_path / "outbox"
-    first = deliver(day=DAY, store=store, subscribers=[], payload=payload(pdf, partial=True),
-                    outbox_dir=outbox)
+    first = deliver(
+        day=DAY, store=store, subscribers=[], payload=payload(pdf, partial=True), outbox_dir=outbox
+    )
     assert first.sent == 1
     folder = outbox / DAY.isoformat()
     [message] = [json.loads(p.read_text()) for p in folder.glob("*.json")]
@@ -217,8 +254,12 @@ def test_outbox_default_goes_through_the_ledger(pdf, store, tmp_path) -> None:
     [copy] = folder.glob("*.pdf")
     assert copy.read_bytes() == PDF_BYTES and message["attachments"] == [copy.name]
     assert rows(store)["outbox:primary"]["status"] == "sent"
-    assert deliver(day=DAY, store=store, subscribers=[], payload=payload(pdf),
-                   outbox_dir=outbox).skipped == 1
+    assert (
+        deliver(
+            day=DAY, store=store, subscribers=[], payload=payload(pdf), outbox_dir=outbox
+        ).skipped
+        == 1
+    )
     assert len(list(folder.glob("*.json"))) == 1
 
 
@@ -226,8 +267,12 @@ def test_nowhere_to_deliver_or_missing_pdf(store, tmp_path) -> None:
     with pytest.raises(ValueError, match="nowhere"):
         deliver(day=DAY, store=store, subscribers=[], payload=payload(tmp_path / "x.pdf"))
     with pytest.raises(ValueError, match="does not exist"):
-        deliver(day=DAY, store=store, subscribers=[sub("a", "json://127.0.0.1:1/x")],
-                payload=payload(tmp_path / "missing.pdf"))
+        deliver(
+            day=DAY,
+            store=store,
+            subscribers=[sub("a", "json://127.0.0.1:1/x")],
+            payload=payload(tmp_path / "missing.pdf"),
+        )
 
 
 def test_pacer_spaces_sends_per_slack_webhook(monkeypatch) -> None:

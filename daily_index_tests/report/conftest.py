@@ -17,20 +17,54 @@ GENERATED_AT = datetime(2025, 6, 30, 12, 5, tzinfo=UTC)
 
 # (id, name, unit, chart type, thresholds, category, level)
 SAMPLE_KPIS: list[tuple[str, str, str, str, dict[str, float], str, float]] = [
-    ("btc_price", "Bitcoin price", "USD", "line", {"high": 150000, "low": 50000},
-     "crypto_prices", 67_432.1),
-    ("eth_price", "Ether price", "USD", "line", {"high": 6000, "low": 1500}, "crypto_prices",
-     3_412.5),
+    (
+        "btc_price",
+        "Bitcoin price",
+        "USD",
+        "line",
+        {"high": 150000, "low": 50000},
+        "crypto_prices",
+        67_432.1,
+    ),
+    (
+        "eth_price",
+        "Ether price",
+        "USD",
+        "line",
+        {"high": 6000, "low": 1500},
+        "crypto_prices",
+        3_412.5,
+    ),
     ("eth_btc_ratio", "ETH/BTC ratio", "BTC", "line", {"low": 0.02}, "crypto_prices", 0.0512),
-    ("btc_dominance", "Bitcoin dominance", "%", "area", {"high": 65, "low": 40},
-     "crypto_market", 54.2),
+    (
+        "btc_dominance",
+        "Bitcoin dominance",
+        "%",
+        "area",
+        {"high": 65, "low": 40},
+        "crypto_market",
+        54.2,
+    ),
     ("eth_dominance", "Ether dominance", "%", "area", {}, "crypto_market", 17.8),
-    ("fear_greed", "Fear & Greed index", "points", "bar", {"high": 80, "low": 20},
-     "sentiment", 72.0),
-    ("btc_funding", "BTC funding rate", "%", "bar", {"high": 0.05, "low": -0.02},
-     "derivatives", 0.01),
-    ("stablecoin_supply", "Stablecoin supply", "USD", "area", {}, "stablecoins",
-     160_000_000_000.0),
+    (
+        "fear_greed",
+        "Fear & Greed index",
+        "points",
+        "bar",
+        {"high": 80, "low": 20},
+        "sentiment",
+        72.0,
+    ),
+    (
+        "btc_funding",
+        "BTC funding rate",
+        "%",
+        "bar",
+        {"high": 0.05, "low": -0.02},
+        "derivatives",
+        0.01,
+    ),
+    ("stablecoin_supply", "Stablecoin supply", "USD", "area", {}, "stablecoins", 160_000_000_000.0),
     ("us10y", "US 10-year yield", "%", "line", {"high": 5.0, "low": 3.0}, "macro", 4.3),
     ("dxy", "US dollar index", "points", "line", {}, "macro", 104.2),
 ]
@@ -68,8 +102,10 @@ def history_frame(
     dates = [end - timedelta(days=days - 1 - i) for i in range(days)]
     keep = [(end - d).days not in gaps for d in dates]
     return pd.DataFrame(
-        {"date": [d for d, k in zip(dates, keep, strict=True) if k],
-         "value": values[np.array(keep)]}
+        {
+            "date": [d for d, k in zip(dates, keep, strict=True) if k],
+            "value": values[np.array(keep)],
+        }
     )
 
 
@@ -100,8 +136,9 @@ def make_table(
     ):
         spec = make_spec(kpi_id, names.get(kpi_id, name), unit, chart, limits, category)
         if kpi_id in empty:
-            history = pd.DataFrame({"date": pd.Series(dtype="object"),
-                                    "value": pd.Series(dtype="float64")})
+            history = pd.DataFrame(
+                {"date": pd.Series(dtype="object"), "value": pd.Series(dtype="float64")}
+            )
         else:
             kpi_gaps = gaps + ((0,) if kpi_id in missing else ())
             history = history_frame(level, gaps=kpi_gaps, seed=index + 1)

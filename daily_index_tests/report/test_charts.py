@@ -104,7 +104,8 @@ class _Recorder(charts_module._ChartPainter):
             "note": self.note.get_text() if self.note.get_visible() else "",
             "texts": [a.get_text() for a in self.temporary if hasattr(a, "get_text")],
             "dashed": [
-                a for a in self.temporary
+                a
+                for a in self.temporary
                 if type(a).__name__ == "Line2D" and a.get_linestyle() not in ("-", "solid")
             ],
         }
@@ -186,8 +187,10 @@ def test_overview_splits_into_sheets_of_forty(tmp_path):
 
 
 def test_two_workers_render_the_same_set(tmp_path):
-    kpis = [(f"k{i:02d}", f"KPI {i}", "USD", ("line", "bar", "area")[i % 3], {}, "macro",
-             100.0 + i) for i in range(12)]
+    kpis = [
+        (f"k{i:02d}", f"KPI {i}", "USD", ("line", "bar", "area")[i % 3], {}, "macro", 100.0 + i)
+        for i in range(12)
+    ]
     table = make_table(kpis=kpis)
     progress: list[int] = []
     chart_set = render_charts(

@@ -96,8 +96,15 @@ def test_cover_has_date_and_headline(complete_report):
 
 def test_kpi_values_are_formatted_by_unit(complete_report):
     text = " ".join(complete_report[1])
-    for expected in ("$67,432", "$3,412", "0.0512 BTC", "54.20%", "72.00 points", "4.30%",
-                     "$160,000,000,000"):
+    for expected in (
+        "$67,432",
+        "$3,412",
+        "0.0512 BTC",
+        "54.20%",
+        "72.00 points",
+        "4.30%",
+        "$160,000,000,000",
+    ):
         assert expected in text
 
 
@@ -127,14 +134,14 @@ def test_partial_report_has_disclaimer_on_page_one_listing_the_missing(partial_r
 
 def test_missing_value_shows_as_missing_never_zero(partial_report):
     text = " ".join(partial_report[1])
-    row = re.search(r"Ether price (\S+)", text[text.index("KPIs on 2025-06-30"):])
+    row = re.search(r"Ether price (\S+)", text[text.index("KPIs on 2025-06-30") :])
     assert row is not None and row.group(1) == "missing"
     assert "$0" not in text
 
 
 def test_data_quality_lists_reasons_and_sources(partial_report):
     quality = " ".join(partial_report[1])
-    quality = quality[quality.index("Data quality"):]
+    quality = quality[quality.index("Data quality") :]
     assert "failed" in quality.lower() and "eth_price" in quality
     assert "no value was received for this day" in quality
     assert "Test source" in quality and "n8n" in quality
@@ -157,9 +164,16 @@ def test_untrusted_text_is_escaped_and_shown_literally(partial_report):
 
 def test_notes_and_analysis_sections_present(complete_report):
     text = " ".join(complete_report[1])
-    for expected in ("Executive summary", "Crypto markets were calm.", "Thin weekend liquidity.",
-                     "Range-bound trading", "Notes by KPI", "Sentiment stays in greed territory.",
-                     "At a glance", "Charts"):
+    for expected in (
+        "Executive summary",
+        "Crypto markets were calm.",
+        "Thin weekend liquidity.",
+        "Range-bound trading",
+        "Notes by KPI",
+        "Sentiment stays in greed territory.",
+        "At a glance",
+        "Charts",
+    ):
         assert expected in text
 
 
@@ -168,9 +182,20 @@ def test_page_one_renders_to_a_non_blank_image(complete_report, tmp_path):
         pytest.skip("poppler-utils (pdftoppm) not installed")
     info, _ = complete_report
     subprocess.run(
-        ["pdftoppm", "-r", "60", "-f", "1", "-l", "1", "-png", str(info.path),
-         str(tmp_path / "page")],
-        check=True, timeout=60,
+        [
+            "pdftoppm",
+            "-r",
+            "60",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            "-png",
+            str(info.path),
+            str(tmp_path / "page"),
+        ],
+        check=True,
+        timeout=60,
     )
     [png] = list(tmp_path.glob("page*.png"))
     from PIL import Image
@@ -216,10 +241,13 @@ def test_img_tag_in_untrusted_text_is_never_fetched(tmp_path, http_server):
     base, hits = http_server
     img = f'<img src="{base}/x.png"><link rel="stylesheet" href="{base}/s.css">'
     analysis = make_analysis(
-        summary=img, headline=img, kpi_notes=[{"kpi_id": "btc_price", "note": img}],
+        summary=img,
+        headline=img,
+        kpi_notes=[{"kpi_id": "btc_price", "note": img}],
     )
-    table = make_table(names={"btc_price": f'BTC <img src="{base}/name.png">'},
-                       missing={"eth_price": img})
+    table = make_table(
+        names={"btc_price": f'BTC <img src="{base}/name.png">'}, missing={"eth_price": img}
+    )
     _, pages = render(tmp_path, table, analysis=analysis)
     assert hits == []
     assert f'<img src="{base}/x.png">' in " ".join(pages)
@@ -287,9 +315,19 @@ def test_passwd_in_markup_is_refused_at_render(tmp_path):
 def test_chart_set_outside_its_folder_is_refused(tmp_path):
     table = make_table(kpis=[("btc_price", "Bitcoin price", "USD", "line", {}, "m", 1.0)])
     real = render_charts(table, tmp_path / "charts")
-    moved = ChartSet(charts=dict(real.charts), overview=real.overview,
-                     out_dir=tmp_path / "elsewhere", window=real.window)
+    moved = ChartSet(
+        charts=dict(real.charts),
+        overview=real.overview,
+        out_dir=tmp_path / "elsewhere",
+        window=real.window,
+    )
     with pytest.raises(PdfRenderError, match="outside the allowed folders"):
-        render_pdf(table=table, analysis=make_analysis(), charts=moved,
-                   out_path=tmp_path / "r.pdf", partial=False, generated_at=GENERATED_AT,
-                   generation=GENERATION)
+        render_pdf(
+            table=table,
+            analysis=make_analysis(),
+            charts=moved,
+            out_path=tmp_path / "r.pdf",
+            partial=False,
+            generated_at=GENERATED_AT,
+            generation=GENERATION,
+        )
