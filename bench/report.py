@@ -1,0 +1,613 @@
+"""Whole-day benchmark through the real Dagster jobs: KPIs, charts, analysis, PDF, delivery.
+
+One day of the product on this machine, built only on public pieces
+(`build_definitions(environ=...)`, `daily_kpis_job`, `daily_report_job`):
+
+  1. an N-KPI n8n registry served by a local webhook stub (L ms latency, child process);
+  2. D days of history written straight into storage with `KpiSeriesStore.upsert`
+     (no Dagster run: it is set-up, not what is measured);
+  3. `daily_kpis_job` for the day (one step fetching every KPI concurrently);
+  4. `daily_report_job` for the day: `report/charts`, `report/analysis` (an
+     OpenAI-compatible stub, bench/llm_stub_server.py in 'good' mode, child process),
+     `report/pdf`, `report/delivery` to E json:// endpoints on local HTTP receivers
+     (child process; 1% dead: half a closed port, half a receiver answering 500),
+     through DAILY_INDEX_SUBSCRIBERS_FILE (a generated CSV or YAML file).
+
+Prints per-stage wall times (from the step events of each run), the total, peak RSS
+(this process, the largest child, and a sampled sum over the product's process tree),
+the PDF's pages and size, the analyst used and the delivery ledger's counts. Targets are
+shown next to the figures; nothing is asserted.
+
+    python bench/report.py [--kpis 200] [--endpoints 5000] [--days 90] [--latency-ms 50]
+                           [--skip-delivery] [--subscribers-format csv|yaml]
+                           [--receives mix|pdf|link|summary]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CATEGORIES = ("crypto_prices", "crypto_market", "derivatives", "stablecoins", "macro")
+CHART_TYPES = ("line", "bar", "area")
+UNITS = ("USD", "%", "BTC", "points")
+TARGETS_S = {"charts": 20, "pdf": 30, "delivery": 20, "total": 90}
+TARGET_RSS_MB = 1536
+
+
+# --- harness processes (forked before anything heavy is imported) ----------------------------
+
+
+def _kpi_value(kpi_id: str, offset: int) -> float:
+    """A deterministic random-walk-ish value per KPI and day offset (0 = the day)."""
+    seed = sum(ord(c) for c in kpi_id)
+    return round(100.0 * math.exp(0.25 * math.sin(seed + offset / 9.0) + 0.002 * seed), 4)
+
+
+class _N8nStub(BaseHTTPRequestHandler):
+    """Answers any n8n webhook POST with a valid KPIDataUpdate after the configured latency."""
+
+    latency_s = 0.05
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server API)
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        time.sleep(self.latency_s)
+        answer = json.dumps(
+            {
+                "schemaVersion": 2,
+                "traceId": body["traceId"],
+                "kpiId": body["kpiId"],
+                "timestamp": body["timestamp"],
+                "value": _kpi_value(body["kpiId"], 0),
+                "unit": "USD",
+                "source": "bench-stub",
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    """A json:// delivery endpoint: reads the body, answers 200 (or 500 on the failing one)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server API)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        code = 500 if self.server.failing else 200  # type: ignore[attr-defined]
+        self.send_response(code)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _serve(handler, failing: bool = False) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    server.request_queue_size = 512
+    server.failing = failing  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _n8n_child(latency_ms: float, ports) -> None:
+    _N8nStub.latency_s = latency_ms / 1000
+    ports.put(_serve(_N8nStub).server_address[1])
+    threading.Event().wait()
+
+
+def _receivers_child(count: int, ports) -> None:
+    servers = [_serve(_Receiver) for _ in range(count)] + [_serve(_Receiver, failing=True)]
+    ports.put([s.server_address[1] for s in servers])
+    threading.Event().wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_port(port: int, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def write_registry(path: Path, n: int) -> list[str]:
+    ids, lines = [], ["version: 1", "kpis:"]
+    for i in range(n):
+        kpi_id = f"bench_kpi_{i:03d}"
+        ids.append(kpi_id)
+        thresholds = "{high: 115}" if i % 4 == 0 else "{}"
+        lines += [
+            f"  - id: {kpi_id}",
+            f"    name: Bench KPI {i}",
+            "    description: Synthetic KPI for the whole-day benchmark.",
+            "    type: price",
+            f"    unit: {json.dumps(UNITS[i % len(UNITS)])}",
+            f"    source: {{kind: n8n, params: {{webhook: kpi/bench-{i}}}}}",
+            f"    analysisConfig: {{chartType: {CHART_TYPES[i % len(CHART_TYPES)]}, "
+            f"alertThresholds: {thresholds}}}",
+            f"    metadata: {{source: stub, category: {CATEGORIES[i % len(CATEGORIES)]}}}",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return ids
+
+
+def write_subscribers(
+    path: Path,
+    endpoints: int,
+    ok_ports: list[int],
+    failing_port: int,
+    dead_port: int,
+    receives: str = "mix",
+) -> dict[str, int]:
+    """E subscribers, one json:// URL each; every 100th is bad (alternately dead / 500).
+
+    `receives="mix"`: odd subscribers get the summary, even ones the PDF attached (as
+    bench/delivery.py); otherwise every subscriber gets that mode.
+    """
+    rows, expected = [], {"ok": 0, "dead_port": 0, "http_500": 0}
+    for i in range(endpoints):
+        if i % 100 == 0:
+            port = dead_port if i % 200 == 0 else failing_port
+            expected["dead_port" if port == dead_port else "http_500"] += 1
+        else:
+            port = ok_ports[i % len(ok_ports)]
+            expected["ok"] += 1
+        rows.append(
+            (
+                f"s{i:05d}",
+                f"Subscriber {i}",
+                f"json://127.0.0.1:{port}/hook/{i}",
+                ("summary" if i % 2 else "pdf") if receives == "mix" else receives,
+            )
+        )
+    if path.suffix == ".csv":
+        text = "id,name,urls,fallback,tags,receives\n" + "".join(
+            f"{sid},{name},{url},,,{receives}\n" for sid, name, url, receives in rows
+        )
+    else:
+        text = "subscribers:\n" + "".join(
+            f'  - id: {sid}\n    name: {name}\n    url: "{url}"\n    receives: {receives}\n'
+            for sid, name, url, receives in rows
+        )
+    path.write_text(text)
+    return expected
+
+
+def preload_history(data_dir: Path, kpi_ids: list[str], day: date, days: int) -> float:
+    """Write D days before `day` straight into each KPI's Parquet series; returns seconds."""
+    from daily_index.storage.objectstore import LocalObjectStore
+    from daily_index.storage.series import KpiSeriesStore, SeriesRow
+
+    started = time.perf_counter()
+    series = KpiSeriesStore(LocalObjectStore(data_dir))
+    fetched = datetime.now(UTC)
+    for kpi_id in kpi_ids:
+        series.upsert(
+            kpi_id,
+            [
+                SeriesRow(
+                    day - timedelta(days=k),
+                    _kpi_value(kpi_id, -k),
+                    "USD",
+                    "bench-preload",
+                    fetched,
+                    f"preload-{kpi_id}-{k}",
+                )
+                for k in range(days, 0, -1)
+            ],
+        )
+    return time.perf_counter() - started
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+class TreeRss:
+    """Samples the summed RSS of this process and its descendants (minus the harness)."""
+
+    def __init__(self, exclude: set[int], interval_s: float = 0.25):
+        self.exclude = exclude
+        self.interval_s = interval_s
+        self.peak_kb = 0
+        self.peak_procs = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _table() -> dict[int, tuple[int, int]]:
+        out = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+                ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+                with open(f"/proc/{entry}/statm") as f:
+                    rss_pages = int(f.read().split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            out[int(entry)] = (ppid, rss_pages * os.sysconf("SC_PAGE_SIZE") // 1024)
+        return out
+
+    def sample(self) -> None:
+        table = self._table()
+        tree, frontier = set(), [os.getpid()]
+        while frontier:
+            pid = frontier.pop()
+            if pid in tree or pid in self.exclude:
+                continue
+            tree.add(pid)
+            frontier += [p for p, (ppid, _) in table.items() if ppid == pid]
+        total = sum(table[p][1] for p in tree if p in table)
+        if total > self.peak_kb:
+            self.peak_kb, self.peak_procs = total, len(tree)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> TreeRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def step_times(instance, run_id: str) -> dict[str, float]:
+    """Seconds per step of a run, from its STEP_START and STEP_SUCCESS/FAILURE events."""
+    import dagster as dg
+
+    starts, times = {}, {}
+    for record in instance.get_records_for_run(run_id, limit=1_000_000).records:
+        entry = record.event_log_entry
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            starts[event.step_key] = entry.timestamp
+        elif event.event_type in (
+            dg.DagsterEventType.STEP_SUCCESS,
+            dg.DagsterEventType.STEP_FAILURE,
+        ):
+            times[event.step_key] = entry.timestamp - starts.get(event.step_key, entry.timestamp)
+    return times
+
+
+def materialisation(result, key) -> dict:
+    for event in result.get_asset_materialization_events():
+        m = event.step_materialization_data.materialization
+        if m.asset_key == key:
+            return {k: getattr(v, "value", v) for k, v in m.metadata.items()}
+    return {}
+
+
+def step_error(result) -> str:
+    import dagster as dg
+
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data.error:
+            return event.step_failure_data.error.message.strip()
+    return "(no step failure recorded)"
+
+
+def stage_of(step_key: str) -> str:
+    for stage in ("charts", "analysis", "pdf", "delivery"):
+        if step_key.endswith(stage):
+            return stage
+    return "kpis" if "kpi" in step_key else step_key
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kpis", type=int, default=200)
+    parser.add_argument("--endpoints", type=int, default=5000)
+    parser.add_argument("--days", type=int, default=90, help="history (and chart window) days")
+    parser.add_argument("--latency-ms", type=float, default=50, help="n8n stub latency")
+    parser.add_argument("--llm-latency-ms", type=float, default=200, help="LLM stub latency")
+    parser.add_argument("--skip-delivery", action="store_true")
+    parser.add_argument("--subscribers-format", choices=("csv", "yaml"), default="csv")
+    parser.add_argument(
+        "--receives",
+        choices=("mix", "pdf", "link", "summary"),
+        default="mix",
+        help="what subscribers receive (mix: half PDF attached, half summary)",
+    )
+    parser.add_argument("--receivers", type=int, default=4, help="HTTP receivers answering 200")
+    parser.add_argument("--day", default=None, help="the day (default: yesterday, UTC)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args(argv)
+    day = date.fromisoformat(args.day) if args.day else datetime.now(UTC).date() - timedelta(days=1)
+
+    # Harness first, forked before dagster/matplotlib are imported: the remote side of
+    # the day (n8n, receivers, LLM) runs in its own processes, as it would in production.
+    fork = multiprocessing.get_context("fork")
+    queue = fork.Queue()
+    harness: list = []
+    n8n = fork.Process(target=_n8n_child, args=(args.latency_ms, queue), daemon=True)
+    n8n.start()
+    harness.append(n8n)
+    n8n_port = queue.get(timeout=30)
+    receiver_ports: list[int] = []
+    if not args.skip_delivery:
+        receivers = fork.Process(target=_receivers_child, args=(args.receivers, queue), daemon=True)
+        receivers.start()
+        harness.append(receivers)
+        receiver_ports = queue.get(timeout=30)
+    llm_port = _free_port()
+    llm = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "llm_stub_server.py"),
+            "--port",
+            str(llm_port),
+            "--mode",
+            "good",
+            "--latency-ms",
+            str(args.llm_latency_ms),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_port(llm_port)
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-report-"))
+    try:
+        return _run(
+            args,
+            day,
+            tmp,
+            n8n_port,
+            receiver_ports,
+            llm_port,
+            exclude={p.pid for p in harness} | {llm.pid},
+        )
+    finally:
+        llm.terminate()
+        llm.wait(timeout=10)
+        for process in harness:
+            process.terminate()
+            process.join(timeout=10)
+        if args.keep:
+            print(f"work folder kept: {tmp}")
+        else:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(
+    args,
+    day: date,
+    tmp: Path,
+    n8n_port: int,
+    receiver_ports: list[int],
+    llm_port: int,
+    exclude: set[int],
+) -> int:
+    data_dir = tmp / "store"
+    kpi_ids = write_registry(tmp / "kpis.yaml", args.kpis)
+    environ = {
+        "DAILY_INDEX_KPIS_FILE": str(tmp / "kpis.yaml"),
+        "DAILY_INDEX_STORAGE": "local",
+        "DAILY_INDEX_DATA_DIR": str(data_dir),
+        "DAILY_INDEX_N8N_BASE_URL": f"http://127.0.0.1:{n8n_port}",
+        "DAILY_INDEX_LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
+        "DAILY_INDEX_LLM_MODEL": "stub",
+        "DAILY_INDEX_LLM_API_KEY": "bench-not-a-secret",
+        "DAILY_INDEX_TODAY": day.isoformat(),
+        "DAILY_INDEX_CHART_WINDOW_DAYS": str(args.days),
+        "DAILY_INDEX_OUTBOX_DIR": str(tmp / "outbox"),
+    }
+    expected = None
+    if not args.skip_delivery:
+        *ok_ports, failing_port = receiver_ports
+        subscribers = tmp / f"subscribers.{args.subscribers_format}"
+        expected = write_subscribers(
+            subscribers, args.endpoints, ok_ports, failing_port, _free_port(), args.receives
+        )
+        if args.receives == "link":
+            environ["DAILY_INDEX_REPORT_LINK_BASE"] = "https://reports.example.org"
+        environ["DAILY_INDEX_SUBSCRIBERS_FILE"] = str(subscribers)
+    # The LLM key is read through dg.EnvVar at run time, and the registry file through
+    # os.environ: both must be in this process's environment, not only in `environ`.
+    for key in [k for k in os.environ if k.startswith("DAILY_INDEX_")]:
+        os.environ.pop(key)
+    os.environ.update(environ)
+
+    started_all = time.perf_counter()
+    import dagster as dg
+
+    from daily_index.definitions import build_definitions
+    from daily_index.defs.analysis import ANALYSIS_KEY
+    from daily_index.defs.charts import CHARTS_KEY
+    from daily_index.defs.delivery import DELIVERY_KEY
+    from daily_index.defs.report import PDF_KEY
+    from daily_index.delivery import read_ledger
+    from daily_index.storage.objectstore import LocalObjectStore
+
+    imported = time.perf_counter() - started_all
+
+    print(
+        f"{args.kpis} KPIs x {args.days} days, n8n stub {args.latency_ms:g} ms, "
+        f"LLM stub {args.llm_latency_ms:g} ms, "
+        + (
+            "no delivery"
+            if args.skip_delivery
+            else f"{args.endpoints} endpoints ({args.subscribers_format}, receives {args.receives}, "
+            f"{expected['dead_port']} dead port + {expected['http_500']} HTTP 500)"
+        )
+        + f", day {day}, {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    preload_s = preload_history(data_dir, kpi_ids, day, args.days)
+    print(
+        f"  history preload  {preload_s:6.2f} s  ({args.kpis} series x {args.days} days, "
+        "KpiSeriesStore.upsert, not a Dagster run)",
+        flush=True,
+    )
+
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    with TreeRss(exclude) as tree, tempfile.TemporaryDirectory(dir=tmp) as home:
+        day_started = time.perf_counter()
+        defs = build_definitions(environ=environ)
+        kpi_job = defs.resolve_job_def("daily_kpis_job")
+        report_job = defs.resolve_job_def("daily_report_job")
+        instance = dg.DagsterInstance.local_temp(home)
+        built = time.perf_counter() - day_started
+
+        t0 = time.perf_counter()
+        kpis = kpi_job.execute_in_process(
+            partition_key=day.isoformat(), instance=instance, raise_on_error=False, run_config=quiet
+        )
+        kpis_wall = time.perf_counter() - t0
+        stored = len(kpis.get_asset_materialization_events())
+        print(
+            f"  KPI run          {kpis_wall:6.2f} s  ({stored}/{args.kpis} stored"
+            + ("" if kpis.success else f"; RUN FAILED: {step_error(kpis).splitlines()[0]}")
+            + ")",
+            flush=True,
+        )
+
+        selection = None
+        if args.skip_delivery:
+            selection = [CHARTS_KEY, ANALYSIS_KEY, PDF_KEY]
+        t0 = time.perf_counter()
+        report = report_job.execute_in_process(
+            partition_key=day.isoformat(),
+            instance=instance,
+            raise_on_error=False,
+            run_config=quiet,
+            asset_selection=selection,
+        )
+        report_wall = time.perf_counter() - t0
+        day_wall = time.perf_counter() - day_started
+        stages = {stage_of(k): v for k, v in step_times(instance, kpis.run_id).items()}
+        stages |= {stage_of(k): v for k, v in step_times(instance, report.run_id).items()}
+        if not report.success:
+            print(f"  REPORT RUN FAILED: {step_error(report)}", flush=True)
+
+    own_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    pdf = materialisation(report, PDF_KEY)
+    analysis = materialisation(report, ANALYSIS_KEY)
+    sent = materialisation(report, DELIVERY_KEY)
+
+    def target(stage: str, seconds: float) -> str:
+        limit = TARGETS_S.get(stage)
+        if limit is None:
+            return ""
+        return f"  (target < {limit} s: {'met' if seconds < limit else 'MISSED'})"
+
+    print("stages (step wall time from the runs' events)")
+    for stage in ("kpis", "charts", "analysis", "pdf", "delivery"):
+        if stage in stages:
+            print(f"  {stage:<15}{stages[stage]:7.2f} s{target(stage, stages[stage])}")
+    overhead = day_wall - built - sum(stages.values())
+    print(
+        f"  Dagster outside steps {overhead:5.2f} s (run start/stop, event log), "
+        f"definitions built in {built:.2f} s, imports {imported:.2f} s"
+    )
+    print(f"  runs: KPI job {kpis_wall:.2f} s, report job {report_wall:.2f} s")
+    print(
+        f"whole day        {day_wall:7.2f} s{target('total', day_wall)}  "
+        "(definitions + KPI run + report run; preload and imports excluded)"
+    )
+    print(
+        f"peak RSS         this process {own_mb:.0f} MB (ru_maxrss RUSAGE_SELF); largest child "
+        f"{children_mb:.0f} MB (RUSAGE_CHILDREN: the chart workers, waited-for children only)"
+    )
+    print(
+        f"                 sampled tree sum {tree.peak_kb / 1024:.0f} MB over {tree.peak_procs} "
+        f"process(es), harness stubs excluded  (target < {TARGET_RSS_MB} MB: "
+        f"{'met' if max(tree.peak_kb / 1024, own_mb + children_mb) < TARGET_RSS_MB else 'MISSED'}"
+        ")"
+    )
+    if pdf:
+        print(
+            f"PDF              {pdf.get('pages')} pages, {pdf.get('bytes', 0) / 1e6:.2f} MB"
+            f"{', PARTIAL' if pdf.get('partial') else ''}; headline: {pdf.get('headline')!r}"
+        )
+    if analysis:
+        print(
+            f"analyst          {analysis.get('analyst')} (model {analysis.get('model')}, "
+            f"LLM latency {analysis.get('latency_ms')} ms, tokens "
+            f"{analysis.get('prompt_tokens')} in / {analysis.get('completion_tokens')} out)"
+        )
+    if not args.skip_delivery:
+        ledger = read_ledger(LocalObjectStore(data_dir), day)
+        counts = ledger.status.value_counts().to_dict() if len(ledger) else {}
+        unexplained = ledger[(ledger.status != "sent") & ledger.last_error.isna()]
+        print(
+            f"delivery         asset metadata: sent {sent.get('sent')}, failed "
+            f"{sent.get('failed')}, dead {sent.get('dead')}, endpoints {sent.get('endpoints')}, "
+            f"elapsed {sent.get('elapsed_s')} s"
+        )
+        print(
+            f"  ledger         {len(ledger)} rows {counts}; not sent without a reason: "
+            f"{len(unexplained)}; expected {expected['ok']} ok, "
+            f"{expected['dead_port'] + expected['http_500']} bad"
+        )
+        complete = len(ledger) == args.endpoints and set(counts) <= {"sent", "failed", "dead"}
+        print(
+            f"  every endpoint in the ledger as sent or failed with a reason: "
+            f"{'yes' if complete and unexplained.empty else 'NO'}"
+        )
+        for reason, n in (
+            ledger[ledger.status != "sent"]
+            .last_error.str.slice(0, 110)
+            .value_counts()
+            .head(3)
+            .items()
+        ):
+            print(f"  reason x{n:<5} {reason}")
+        problems = sent.get("subscriber_problems") or []
+        if problems:
+            print(f"  subscriber file problems: {len(problems)} (first: {problems[0]})")
+    return 0 if kpis.success and report.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
