@@ -476,8 +476,9 @@ def _run(
         + (
             "no delivery"
             if args.skip_delivery
-            else f"{args.endpoints} endpoints ({args.subscribers_format}, receives {args.receives}, "
-            f"{expected['dead_port']} dead port + {expected['http_500']} HTTP 500)"
+            else f"{args.endpoints} endpoints ({args.subscribers_format}, "
+            f"receives {args.receives}, {expected['dead_port']} dead port + "
+            f"{expected['http_500']} HTTP 500)"
         )
         + f", day {day}, {os.cpu_count()} CPUs",
         flush=True,
