@@ -10,6 +10,7 @@ Exit codes (scripts may rely on them):
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import time
@@ -28,8 +29,8 @@ from daily_index.registry import RegistryError, load_registry, registry_path
 EXIT_OK, EXIT_PARTIAL, EXIT_CONFIG, EXIT_FAILED = 0, 1, 2, 3
 DEFAULT_DAGSTER_HOME = ".dagster_home"
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _parse_day(value: str | None) -> date:
@@ -141,7 +142,7 @@ def _kpi_table(
     store = storage_from_env(defs_env).get_store()
     series = KpiSeriesStore(store)
     status = read_fetch_status(store, day)
-    kpis = current_registry().enabled(dict(defs_env))
+    kpis = current_registry(defs_env).enabled(dict(defs_env))
     if kpi_ids:
         kpis = [k for k in kpis if k.id in kpi_ids]
     table = Table(title=title, title_justify="left")
@@ -163,7 +164,8 @@ def _kpi_table(
     return table, failures
 
 
-QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The CLI prints its own summary of failures; Dagster's console log would repeat them.
+QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def _step_error(result) -> str:
@@ -175,7 +177,8 @@ def _step_error(result) -> str:
             # Dagster wraps our exception; its own message is the useful one.
             while error.cause is not None:
                 error = error.cause
-            return error.message.strip()
+            # Drop the exception's class name ("dagster...Failure: ...") for people.
+            return re.sub(r"^[\w.]+(Error|Failure|Exception): ", "", error.message.strip())
     return "unknown error (see the run's logs)"
 
 
@@ -232,8 +235,9 @@ def run_day(
             bars.reset()
             if not history.success:
                 err_console.print(
-                    f"[yellow]History run incomplete:[/yellow] "
-                    f"{_step_error(history).splitlines()[0]}"
+                    f"[yellow]History incomplete:[/yellow] "
+                    f"{_step_error(history).splitlines()[0]} Some sources keep no history "
+                    "(reasons per day in status/<date>.json)."
                 )
         console.print(f"{label}Materialising KPIs for [bold]{day}[/bold] ...")
         result = kpi_job.execute_in_process(
@@ -367,6 +371,7 @@ def demo(day: str | None, out_dir: str | None, history: int, no_progress: bool) 
         for key in [k for k in os.environ if k.startswith("DAILY_INDEX_") or k == "FRED_API_KEY"]:
             os.environ.pop(key)
         os.environ.update(demo_environment(server, folder, today=DEMO_DAY))
+        os.environ["DAGSTER_HOME"] = str((folder / "dagster_home").resolve())
         env = os.environ
         console.print(
             f"{banner}recorded responses replayed from {server.url}; storing into {folder}"
@@ -376,11 +381,22 @@ def demo(day: str | None, out_dir: str | None, history: int, no_progress: bool) 
             environ=env,
             kpi_ids=None,
             show_progress=not no_progress,
-            ephemeral=True,
+            ephemeral=False,
             label=banner,
             history_days=history,
         )
+    ui_env = folder / "demo.env"
+    ui_env.write_text(
+        "".join(
+            f"{key}={os.environ[key]}\n"
+            for key in ("DAGSTER_HOME", "DAILY_INDEX_DATA_DIR", "DAILY_INDEX_OUTBOX_DIR",
+                        "DAILY_INDEX_TODAY", "DAILY_INDEX_DEMO", "FRED_API_KEY")
+        )
+        # n8n KPIs stay visible in the UI; the replay server itself is gone.
+        + "DAILY_INDEX_N8N_BASE_URL=http://127.0.0.1:9\n"
+    )
     console.print(f"{banner}data kept in {folder}")
+    console.print(f"Browse the demo in the Dagster UI: set -a; . {ui_env}; set +a; dagster dev")
     sys.exit(code)
 
 

@@ -34,13 +34,13 @@ def build_definitions(
     *, registry: Registry | None = None, environ: Mapping[str, str] | None = None
 ) -> dg.Definitions:
     env = os.environ if environ is None else environ
-    registry = registry or current_registry()
+    registry = registry or current_registry(env)
     kpis = registry.enabled(dict(env))
     assets = [
         build_kpi_assets(kpis=kpis),
         build_charts_asset(kpis=kpis),
         build_analysis_asset(kpis=kpis),
-        build_pdf_asset(kpis=kpis),
+        build_pdf_asset(kpis=kpis, registry_version=registry.version),
         build_delivery_asset(),
     ]
     assets = [

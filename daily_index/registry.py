@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -164,9 +165,9 @@ def default_registry_path() -> Path:
     return Path(str(resources.files("daily_index") / "kpis.yaml"))
 
 
-def registry_path() -> Path:
+def registry_path(environ: Mapping[str, str] | None = None) -> Path:
     """The registry file in use: $DAILY_INDEX_KPIS_FILE, else the bundled kpis.yaml."""
-    override = os.environ.get(REGISTRY_ENV)
+    override = (os.environ if environ is None else environ).get(REGISTRY_ENV)
     return Path(override) if override else default_registry_path()
 
 
@@ -219,9 +220,9 @@ def _cached(path: str, mtime_ns: int) -> Registry:
     return load_registry(path)
 
 
-def current_registry() -> Registry:
+def current_registry(environ: Mapping[str, str] | None = None) -> Registry:
     """The registry in use, cached per file version (path and modification time)."""
-    file = registry_path()
+    file = registry_path(environ)
     try:
         mtime = file.stat().st_mtime_ns
     except OSError:

@@ -79,3 +79,15 @@ def test_dagster_validates_the_code_location_from_the_repo_root():
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_registry_file_comes_from_the_given_environment(tmp_path):
+    registry = tmp_path / "kpis.yaml"
+    registry.write_text(
+        "version: 1\nkpis:\n  - id: only_one\n    name: Only\n    description: d\n"
+        "    type: index\n    source: {kind: alternative_me_fng}\n"
+        "    metadata: {source: x, category: c}\n"
+    )
+    defs = build_definitions(environ={"DAILY_INDEX_KPIS_FILE": str(registry)})
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {k for k in keys if k.startswith("kpi/")} == {"kpi/only_one"}

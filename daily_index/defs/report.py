@@ -17,7 +17,7 @@ from daily_index.defs.analysis import ANALYSIS_KEY
 from daily_index.defs.charts import CHARTS_KEY, stored_charts
 from daily_index.defs.partitions import daily_partitions
 from daily_index.defs.resources import ReportSettingsResource, StorageResource
-from daily_index.registry import KpiSpec, current_registry
+from daily_index.registry import KpiSpec
 from daily_index.report.model import load_day_table
 from daily_index.report.pdf import render_pdf
 
@@ -50,7 +50,7 @@ def page_one_png(pdf_path: Path, out_dir: Path, dpi: int = 50) -> Path | None:
     return target.with_suffix(".png")
 
 
-def build_pdf_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
+def build_pdf_asset(*, kpis: list[KpiSpec], registry_version: int) -> dg.AssetsDefinition:
     @dg.asset(
         key=PDF_KEY,
         group_name="report",
@@ -87,7 +87,7 @@ def build_pdf_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
                 partial=partial,
                 generated_at=datetime.now(UTC),
                 generation={
-                    "registry version": str(current_registry().version),
+                    "registry version": str(registry_version),
                     "KPIs": f"{len(table.rows) - len(table.missing)}/{len(table.rows)}",
                     "run": context.run_id[:8],
                     "storage": store.description,
