@@ -89,7 +89,7 @@ def build_pdf_asset(*, kpis: list[KpiSpec], registry_version: int) -> dg.AssetsD
                 generation={
                     "registry version": str(registry_version),
                     "KPIs": f"{len(table.rows) - len(table.missing)}/{len(table.rows)}",
-                    "run": context.run_id[:8],
+                    "run": context.run.run_id[:8],
                     "storage": store.description,
                 },
                 demo=report_settings.demo,
