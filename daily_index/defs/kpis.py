@@ -52,23 +52,37 @@ def _spec_for(kpi: KpiSpec) -> dg.AssetSpec:
     )
 
 
-def _materialization(kpi: KpiSpec, good: list[FetchOutcome]) -> dg.MaterializeResult:
-    latest = max(good, key=lambda o: o.request.day)
-    update = latest.update
+def _metadata(kpi: KpiSpec, outcome: FetchOutcome) -> dict[str, object]:
+    update = outcome.update
     assert isinstance(update, KPIDataUpdate)
-    metadata: dict[str, object] = {
+    return {
         "value": dg.MetadataValue.float(update.value),
         "unit": kpi.unit,
         "source": update.source or kpi.metadata.source,
         "fetched_at": dg.MetadataValue.timestamp(time.time()),
-        "latency_ms": dg.MetadataValue.float(round(latest.latency_ms, 1)),
+        "latency_ms": dg.MetadataValue.float(round(outcome.latency_ms, 1)),
         "trace_id": update.trace_id,
     }
-    if len(good) > 1:
-        metadata["days_stored"] = len(good)
-        metadata["first_day"] = min(o.request.day for o in good).isoformat()
-        metadata["last_day"] = latest.request.day.isoformat()
-    return dg.MaterializeResult(asset_key=kpi_key(kpi.id), metadata=metadata)
+
+
+def _materializations(
+    kpi: KpiSpec, good: list[FetchOutcome], *, single_day: bool
+) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
+    """One event per stored value.
+
+    A one-day run reports the step's output. A range run reports each day that got a
+    value on its own, so a day the source could not give stays unmaterialised (and shows
+    as failed) instead of being covered by the range.
+    """
+    if single_day:
+        yield dg.MaterializeResult(asset_key=kpi_key(kpi.id), metadata=_metadata(kpi, good[0]))
+        return
+    for outcome in sorted(good, key=lambda o: o.request.day):
+        yield dg.AssetMaterialization(
+            asset_key=kpi_key(kpi.id),
+            partition=outcome.request.day.isoformat(),
+            metadata=_metadata(kpi, outcome),
+        )
 
 
 def _store_kpi(series: KpiSeriesStore, kpi: KpiSpec, good: list[FetchOutcome]) -> None:
@@ -177,7 +191,7 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
 
         for kpi in selected:
             if good[kpi.id]:
-                yield _materialization(kpi, good[kpi.id])
+                yield from _materializations(kpi, good[kpi.id], single_day=len(days) == 1)
         for kpi in selected:
             for outcome in bad[kpi.id]:
                 update = outcome.update
