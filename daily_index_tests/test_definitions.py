@@ -91,3 +91,15 @@ def test_the_registry_file_comes_from_the_given_environment(tmp_path):
     defs = build_definitions(environ={"DAILY_INDEX_KPIS_FILE": str(registry)})
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {k for k in keys if k.startswith("kpi/")} == {"kpi/only_one"}
+
+
+def test_the_schedule_requests_the_partition_of_the_day_it_runs_on():
+    from datetime import UTC, datetime
+
+    schedule = build_definitions(environ={}).resolve_schedule_def("daily_kpis_schedule")
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    )
+    request = schedule.evaluate_tick(context).run_requests[0]
+    assert request.partition_key == "2026-11-24"
+    assert request.run_key == "kpis-2026-11-24"
