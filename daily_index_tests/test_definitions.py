@@ -96,9 +96,11 @@ def test_the_registry_file_comes_from_the_given_environment(tmp_path):
 def test_the_schedule_requests_the_partition_of_the_day_it_runs_on():
     from datetime import UTC, datetime
 
-    schedule = build_definitions(environ={}).resolve_schedule_def("daily_kpis_schedule")
+    defs = build_definitions(environ={})
+    schedule = defs.resolve_schedule_def("daily_kpis_schedule")
     context = dg.build_schedule_context(
-        scheduled_execution_time=datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+        scheduled_execution_time=datetime(2026, 11, 24, 12, 0, tzinfo=UTC),
+        repository_def=defs.get_repository_def(),
     )
     request = schedule.evaluate_tick(context).run_requests[0]
     assert request.partition_key == "2026-11-24"
