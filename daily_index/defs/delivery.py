@@ -1,6 +1,12 @@
-"""`report/delivery`: the report sent to every subscriber, one ledger row per endpoint."""
+"""`report/delivery`: the report sent to every subscriber, one ledger row per endpoint.
+
+A run tagged `daily_index/report=amended` (the fan-in sensor's amended report after a
+partial one) delivers the "amended" edition: its own ledger, `delivery/<date>.amended.parquet`,
+and "[AMENDED] " in front of the title, so endpoints served the partial report get it too.
+"""
 
 import tempfile
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
@@ -8,6 +14,7 @@ import dagster as dg
 
 from daily_index import progress
 from daily_index.defs.analysis import ANALYSIS_KEY
+from daily_index.defs.automation import REPORT_TAG
 from daily_index.defs.partitions import daily_partitions
 from daily_index.defs.report import PDF_KEY
 from daily_index.defs.resources import DeliveryResource, ReportSettingsResource, StorageResource
@@ -15,17 +22,39 @@ from daily_index.delivery import (
     DeliverySummary,
     ReportPayload,
     deliver,
+    ledger_key,
     load_subscribers,
     outbox_subscriber,
+    validate_edition,
 )
 
 DELIVERY_KEY = dg.AssetKey(["report", "delivery"])
+AMENDED = "amended"
+"""The value of the run tag `daily_index/report` on an amended report, and its edition."""
+
+
+def edition_for_run(tags: Mapping[str, str] | None) -> str | None:
+    """The delivery edition of a run: "amended" for an amended report run, else None."""
+    return AMENDED if (tags or {}).get(REPORT_TAG) == AMENDED else None
+
+
+def edition_title_prefix(edition: str | None) -> str:
+    """The title prefix of an edition: `[AMENDED] ` for "amended" (`[NAME] `), "" for None."""
+    edition = validate_edition(edition)
+    return f"[{edition.upper()}] " if edition else ""
 
 
 def report_payload(
-    day: date, analysis: dict, pdf_path: Path, *, partial: bool, link_base: str | None, demo: bool
+    day: date,
+    analysis: dict,
+    pdf_path: Path,
+    *,
+    partial: bool,
+    link_base: str | None,
+    demo: bool,
+    edition: str | None = None,
 ) -> ReportPayload:
-    prefix = "[DEMO DATA] " if demo else ""
+    prefix = edition_title_prefix(edition) + ("[DEMO DATA] " if demo else "")
     risks = "\n".join(f"- {risk}" for risk in analysis.get("risks", [])[:5])
     body = (
         f"{analysis.get('summary', '')}\n\nRisks:\n{risks}"
@@ -54,8 +83,13 @@ def run_delivery(
     demo: bool,
     resend_failed: bool = False,
     log=None,
+    edition: str | None = None,
 ) -> tuple[DeliverySummary, list[str]]:
-    """Deliver the day's report; returns the summary and the subscriber-file problems."""
+    """Deliver the day's report; returns the summary and the subscriber-file problems.
+
+    `edition` (None, or e.g. "amended") picks the ledger and the title prefix; see
+    `daily_index.delivery.deliver`.
+    """
     problems: list[str] = []
     if delivery.subscribers_file:
         loaded = load_subscribers(delivery.subscribers_file)
@@ -80,12 +114,14 @@ def run_delivery(
                 partial=partial,
                 link_base=delivery.report_link_base,
                 demo=demo,
+                edition=edition,
             ),
             concurrency=delivery.concurrency,
             max_attempts=delivery.max_attempts,
             resend_failed=resend_failed,
             outbox_dir=Path(delivery.outbox_dir),
             on_progress=lambda done, total: progress.emit("deliver", done, total),
+            edition=edition,
         )
     return summary, problems
 
@@ -131,9 +167,13 @@ def build_delivery_asset() -> dg.AssetsDefinition:
         Channels: e-mail, Telegram, Slack, Discord, webhooks, ...; a local outbox folder
         when no subscriber file is set. The ledger `delivery/<date>.parquet` has one row
         per endpoint: sent, failed or dead, with attempts and the last error. A re-run
-        sends only what is not yet sent.
+        sends only what is not yet sent. An amended report run (run tag
+        `daily_index/report=amended`) sends the "[AMENDED]" edition, with its own ledger
+        `delivery/<date>.amended.parquet`.
         """
         day = date.fromisoformat(context.partition_key)
+        edition = edition_for_run(context.run.tags)
+        ledger = ledger_key(day, edition)
         partial = pdf_is_partial(context.instance, context.partition_key)
         summary, problems = run_delivery(
             day=day,
@@ -145,11 +185,12 @@ def build_delivery_asset() -> dg.AssetsDefinition:
             demo=report_settings.demo,
             log=context.log,
             resend_failed=config.resend_failed,
+            edition=edition,
         )
         if summary.failed or summary.dead:
             context.log.warning(
                 f"{summary.failed} endpoint(s) failed and {summary.dead} are dead; "
-                "see delivery/<date>.parquet; a re-run retries the failed ones"
+                f"see {ledger}; a re-run retries the failed ones"
             )
         return dg.MaterializeResult(
             metadata={
@@ -162,7 +203,8 @@ def build_delivery_asset() -> dg.AssetsDefinition:
                 "by_channel": dg.MetadataValue.json(summary.by_channel),
                 "subscriber_problems": dg.MetadataValue.json(problems),
                 "partial": partial,
-                "ledger": f"delivery/{day}.parquet",
+                "edition": edition,
+                "ledger": ledger,
             }
         )
 

@@ -1,6 +1,6 @@
 """Delivery of the daily report to every subscriber (apprise, with a per-endpoint ledger)."""
 
-from daily_index.delivery.ledger import COLUMNS, ledger_key, read_ledger
+from daily_index.delivery.ledger import COLUMNS, ledger_key, read_ledger, validate_edition
 from daily_index.delivery.send import (
     PARTIAL_DISCLAIMER,
     DeliverySummary,
@@ -30,4 +30,5 @@ __all__ = [
     "outbox_subscriber",
     "read_ledger",
     "redact_url",
+    "validate_edition",
 ]

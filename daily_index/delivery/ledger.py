@@ -1,5 +1,9 @@
 """The delivery ledger: one row per (day, endpoint), kept at `delivery/<date>.parquet`.
 
+A day can have further editions of its report (an amended report after a partial one):
+each edition has its own ledger, `delivery/<date>.<edition>.parquet`, and its own journal,
+so an endpoint already served the first edition still receives the next one, once.
+
 Rows move pending → sent | failed | dead. The ledger is flushed to the object store every
 few results and at the end; between flushes a local append-only journal records each
 send as it starts and ends, so a run killed at any point loses nothing: the next run
@@ -13,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -54,17 +59,42 @@ SCHEMA = pa.schema(
 COLUMNS = tuple(SCHEMA.names)
 
 
-def ledger_key(day: date) -> str:
-    return f"delivery/{day.isoformat()}.parquet"
+EDITION_PATTERN = re.compile(r"[a-z0-9-]{1,32}")
+
+
+def validate_edition(edition: str | None) -> str | None:
+    """The edition unchanged if it is None or a short slug (`[a-z0-9-]{1,32}`).
+
+    Raises:
+        ValueError: Anything else (the message names the value).
+    """
+    if edition is None:
+        return None
+    if not isinstance(edition, str) or not EDITION_PATTERN.fullmatch(edition):
+        raise ValueError(
+            f"invalid delivery edition {edition!r}: expected None or a short slug of "
+            "1-32 characters a-z, 0-9 and '-' (e.g. 'amended')"
+        )
+    return edition
+
+
+def _stem(day: date, edition: str | None) -> str:
+    edition = validate_edition(edition)
+    return day.isoformat() if edition is None else f"{day.isoformat()}.{edition}"
+
+
+def ledger_key(day: date, edition: str | None = None) -> str:
+    """`delivery/<date>.parquet`, or `delivery/<date>.<edition>.parquet` for an edition."""
+    return f"delivery/{_stem(day, edition)}.parquet"
 
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def read_ledger(store: ObjectStore, day: date) -> pd.DataFrame:
-    """The day's ledger as a DataFrame (empty, with every column, when there is none)."""
-    data = store.read_bytes(ledger_key(day))
+def read_ledger(store: ObjectStore, day: date, edition: str | None = None) -> pd.DataFrame:
+    """The ledger of the day's edition as a DataFrame (empty, with every column, if none)."""
+    data = store.read_bytes(ledger_key(day, edition))
     if data is None:
         return SCHEMA.empty_table().to_pandas()
     return pq.read_table(io.BytesIO(data)).to_pandas()
@@ -91,14 +121,15 @@ class Outcome:
 
 
 class Ledger:
-    """The in-memory ledger of one day, written through to the object store on `flush`."""
+    """The in-memory ledger of one day's edition, written through to the store on `flush`."""
 
-    def __init__(self, store: ObjectStore, day: date):
+    def __init__(self, store: ObjectStore, day: date, edition: str | None = None):
         self.store = store
         self.day = day
-        self.key = ledger_key(day)
+        self.edition = validate_edition(edition)
+        self.key = ledger_key(day, edition)
         self.rows: dict[str, dict[str, Any]] = {
-            row["endpoint_id"]: row for row in read_ledger(store, day).to_dict("records")
+            row["endpoint_id"]: row for row in read_ledger(store, day, edition).to_dict("records")
         }
         for row in self.rows.values():
             for column in ("first_attempt_at", "last_attempt_at", "sent_at"):
@@ -199,8 +230,9 @@ class Journal:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_store(cls, store: ObjectStore, day: date) -> Journal:
-        name = f"{day.isoformat()}.journal"
+    def for_store(cls, store: ObjectStore, day: date, edition: str | None = None) -> Journal:
+        """The journal of the day's edition: `<date>.journal` or `<date>.<edition>.journal`."""
+        name = f"{_stem(day, edition)}.journal"
         local = store.local_path(f"delivery/.{name}")
         if local is None:
             tag = hashlib.sha1(store.description.encode(), usedforsecurity=False).hexdigest()

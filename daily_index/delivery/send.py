@@ -19,7 +19,7 @@ from pathlib import Path
 
 import apprise
 
-from daily_index.delivery.ledger import Journal, Ledger, Outcome, now_utc
+from daily_index.delivery.ledger import Journal, Ledger, Outcome, now_utc, validate_edition
 from daily_index.delivery.subscribers import (
     ASSET,
     Subscriber,
@@ -178,11 +178,13 @@ def deliver(
     on_progress: Callable[[int, int], None] | None = None,
     stop_after: int | None = None,
     flush_every: int = 250,
+    edition: str | None = None,
 ) -> DeliverySummary:
     """Send the report to every endpoint not yet served today, recording each in the ledger.
 
     Args:
-        day: The report's day; the ledger is `delivery/<day>.parquet`.
+        day: The report's day; the ledger is `delivery/<day>.parquet` (or
+            `delivery/<day>.<edition>.parquet`, see `edition`).
         store: Where the ledger lives.
         subscribers: Who to send to. Empty means the local outbox (needs `outbox_dir`).
         payload: The report to send.
@@ -196,14 +198,20 @@ def deliver(
         stop_after: Stop starting new sends after this many endpoints finished (the rest
             stay pending for the next run), as if the run were interrupted.
         flush_every: Write the ledger to the store after this many results.
+        edition: None for the day's report; a short slug (`[a-z0-9-]{1,32}`, e.g.
+            "amended") for a further edition of it, with its own ledger and journal, so
+            endpoints already served the day's report receive this edition once too.
+            The payload's title is sent as given: say which edition it is there.
 
     Returns:
         Counts for this run.
 
     Raises:
-        ValueError: Nothing to deliver to, or a PDF is needed and missing.
+        ValueError: Nothing to deliver to, a PDF is needed and missing, or `edition` is
+            not a short slug.
     """
     started = time.monotonic()
+    validate_edition(edition)
     if not subscribers:
         if outbox_dir is None:
             raise ValueError("no subscribers and no outbox_dir: nowhere to deliver the report")
@@ -214,7 +222,7 @@ def deliver(
         raise ValueError(f"the report PDF {payload.pdf_path} does not exist")
 
     endpoints = _endpoints(subscribers)
-    ledger = Ledger(store, day)
+    ledger = Ledger(store, day, edition)
     redacted_fallback = {s.id: redact_url(s.fallback) if s.fallback else None for s in subscribers}
     for ep in endpoints:
         ledger.ensure(
@@ -225,7 +233,7 @@ def deliver(
             url=redact_url(ep.url),
             fallback_url=redacted_fallback[ep.subscriber.id],
         )
-    journal = Journal.for_store(store, day)
+    journal = Journal.for_store(store, day, edition)
     for outcome in journal.replay():
         ledger.apply(outcome, max_attempts=max_attempts)
     todo = [
