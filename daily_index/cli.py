@@ -589,10 +589,16 @@ def _doctor_extras(env: Mapping[str, str]) -> list[tuple[str, bool | None, str]]
     help="Also retry endpoints that failed too often and sends of unknown outcome "
     "(these may arrive twice).",
 )
+@click.option(
+    "--amended",
+    is_flag=True,
+    help="The amended edition (sent after a partial report was completed), with its own ledger.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def deliver(day: str, resend_failed: bool, no_progress: bool) -> None:
+def deliver(day: str, resend_failed: bool, amended: bool, no_progress: bool) -> None:
     """(Re)deliver day D's report; endpoints already served are skipped."""
     from daily_index.definitions import build_definitions
+    from daily_index.defs.automation import REPORT_TAG
     from daily_index.defs.delivery import DELIVERY_KEY
     from daily_index.defs.resources import ConfigurationError
 
@@ -613,7 +619,7 @@ def deliver(day: str, resend_failed: bool, no_progress: bool) -> None:
             raise_on_error=False,
             asset_selection=[DELIVERY_KEY],
             run_config=run_config,
-            tags={"trigger": "cli"},
+            tags={"trigger": "cli", **({REPORT_TAG: "amended"} if amended else {})},
         )
     if not outcome.success:
         err_console.print(f"[red]Delivery failed:[/red] {_step_error(outcome)}")

@@ -24,7 +24,6 @@ from daily_index.delivery import (
     deliver,
     ledger_key,
     load_subscribers,
-    outbox_subscriber,
     validate_edition,
 )
 
@@ -99,7 +98,8 @@ def run_delivery(
             if log is not None:
                 log.warning(f"subscriber skipped: {problem}")
     else:
-        subscribers = [outbox_subscriber(delivery.outbox_dir)]
+        # No subscriber file: `deliver` writes to the outbox, one folder per day.
+        subscribers = []
     with tempfile.TemporaryDirectory(prefix="delivery-") as tmp:
         pdf_path = Path(tmp) / f"daily-index-{day}.pdf"
         pdf_path.write_bytes(pdf_bytes)
