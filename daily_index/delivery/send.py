@@ -18,6 +18,7 @@ from datetime import date
 from pathlib import Path
 
 import apprise
+from apprise.attachment.file import AttachFile
 
 from daily_index.delivery.ledger import Journal, Ledger, Outcome, now_utc, validate_edition
 from daily_index.delivery.subscribers import (
@@ -88,6 +89,7 @@ class _Message:
     title: str
     body: str
     pdf: Path | None
+    attachment: _SharedPdf | None = field(default=None, compare=False)
 
 
 class _Pacer:
@@ -115,7 +117,8 @@ def _messages(payload: ReportPayload) -> dict[str, _Message]:
     title = f"[PARTIAL] {payload.title}" if payload.partial else payload.title
     body = f"{payload.disclaimer}\n\n{payload.body}" if payload.partial else payload.body
     link_line = f"\n\nFull report: {payload.link}" if payload.link else ""
-    pdf = _Message(title, body + link_line, payload.pdf_path)
+    shared = _SharedPdf(str(payload.pdf_path)) if payload.pdf_path is not None else None
+    pdf = _Message(title, body + link_line, payload.pdf_path, shared)
     return {
         "pdf": pdf,
         # Without a link, a link subscriber still gets the report: as the PDF.
@@ -149,6 +152,25 @@ def _error_text(result: apprise.AppriseResult) -> str:
     return text[:500]
 
 
+class _SharedPdf(AttachFile):
+    """The report PDF, shared by every send of a run, base64-encoded once.
+
+    Webhook channels (json://, form://, ...) embed the attachment as base64; encoding a
+    multi-megabyte PDF again for each of thousands of endpoints was most of their cost.
+    """
+
+    def __init__(self, path: str, **kwargs) -> None:
+        super().__init__(path, **kwargs)
+        self._encoded: dict[str | None, str | bytes] = {}
+        self._encoding_lock = threading.Lock()
+
+    def base64(self, encoding: str | None = "ascii") -> str | bytes:
+        with self._encoding_lock:
+            if encoding not in self._encoded:
+                self._encoded[encoding] = super().base64(encoding)
+            return self._encoded[encoding]
+
+
 def _send_one(url: str, message: _Message, pacer: _Pacer) -> str | None:
     """Send through one apprise URL; None on success, else a secret-free reason."""
     plugin = instantiate(url)
@@ -157,7 +179,7 @@ def _send_one(url: str, message: _Message, pacer: _Pacer) -> str | None:
     pacer.wait(url)
     notifier = apprise.Apprise(asset=ASSET)
     notifier.add(plugin)
-    attach = apprise.AppriseAttachment(str(message.pdf)) if message.pdf else None
+    attach = apprise.AppriseAttachment(message.attachment) if message.attachment else None
     try:
         result = notifier.notify(body=message.body, title=message.title, attach=attach)
     except Exception as exc:  # a plugin bug must not stop the other 4,999 endpoints
