@@ -11,56 +11,16 @@ from __future__ import annotations
 
 import argparse
 import resource
-import socket
 import tempfile
-import threading
 import time
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing import Process, Queue
 from pathlib import Path
 
+import stubs
+
 from daily_index.delivery import ReportPayload, Subscriber, deliver, read_ledger
 from daily_index.storage.objectstore import LocalObjectStore
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    counts: dict[str, int] = {}
-    lock = threading.Lock()
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server API)
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        with self.lock:
-            self.counts[self.path] = self.counts.get(self.path, 0) + 1
-        code = 500 if self.server.server_address[1] == self.server.fail_port else 200  # type: ignore[attr-defined]
-        self.send_response(code)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def _receivers(count: int, ports: Queue) -> None:
-    """Child process: `count` receivers answering 200, then one answering 500."""
-    servers = []
-    for n in range(count + 1):
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-        server.daemon_threads = True
-        server.request_queue_size = 512
-        server.fail_port = server.server_address[1] if n == count else -1  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-    ports.put([s.server_address[1] for s in servers])
-    threading.Event().wait()
-
-
-def _dead_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main() -> None:
@@ -73,10 +33,10 @@ def main() -> None:
     # Receivers run in their own process, as remote endpoints would: in-process they
     # would compete with the sender for the GIL and the 2 cores.
     ports: Queue = Queue()
-    child = Process(target=_receivers, args=(args.receivers, ports), daemon=True)
+    child = Process(target=stubs.receivers_child, args=(args.receivers, ports), daemon=True)
     child.start()
     *servers, failing = ports.get(timeout=30)
-    dead = _dead_port()
+    dead = stubs.dead_port()
     subscribers = []
     for i in range(args.endpoints):
         if i % 100 == 0:

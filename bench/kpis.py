@@ -19,51 +19,22 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+
+import stubs
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY = "2026-11-20"
 
 
-class _Stub(BaseHTTPRequestHandler):
-    """Answers any n8n webhook POST with a valid KPIDataUpdate after the configured latency."""
-
-    latency_s = 0.05
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server API)
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-        time.sleep(self.latency_s)
-        answer = json.dumps(
-            {
-                "schemaVersion": 2,
-                "traceId": body["traceId"],
-                "kpiId": body["kpiId"],
-                "timestamp": body["timestamp"],
-                "value": 100.0 + len(body["kpiId"]),
-                "unit": "USD",
-                "source": "bench-stub",
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args) -> None:
-        pass
+def _stub_value(kpi_id: str) -> float:
+    return 100.0 + len(kpi_id)
 
 
 def start_stub(latency_ms: float) -> tuple[ThreadingHTTPServer, str]:
-    _Stub.latency_s = latency_ms / 1000
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
-    server.daemon_threads = True
-    server.request_queue_size = 512
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = stubs.serve(stubs.n8n_handler(_stub_value, latency_ms))
     return server, f"http://127.0.0.1:{server.server_port}"
 
 

@@ -31,15 +31,15 @@ import math
 import multiprocessing
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import stubs
 
 ROOT = Path(__file__).resolve().parent.parent
 CATEGORIES = ("crypto_prices", "crypto_market", "derivatives", "stablecoins", "macro")
@@ -49,98 +49,13 @@ TARGETS_S = {"charts": 20, "pdf": 30, "delivery": 20, "total": 90}
 TARGET_RSS_MB = 1536
 
 
-# --- harness processes (forked before anything heavy is imported) ----------------------------
+# --- harness (stubs from bench/stubs.py, forked before anything heavy is imported) ---------
 
 
-def _kpi_value(kpi_id: str, offset: int) -> float:
+def _kpi_value(kpi_id: str, offset: int = 0) -> float:
     """A deterministic random-walk-ish value per KPI and day offset (0 = the day)."""
     seed = sum(ord(c) for c in kpi_id)
     return round(100.0 * math.exp(0.25 * math.sin(seed + offset / 9.0) + 0.002 * seed), 4)
-
-
-class _N8nStub(BaseHTTPRequestHandler):
-    """Answers any n8n webhook POST with a valid KPIDataUpdate after the configured latency."""
-
-    latency_s = 0.05
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server API)
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-        time.sleep(self.latency_s)
-        answer = json.dumps(
-            {
-                "schemaVersion": 2,
-                "traceId": body["traceId"],
-                "kpiId": body["kpiId"],
-                "timestamp": body["timestamp"],
-                "value": _kpi_value(body["kpiId"], 0),
-                "unit": "USD",
-                "source": "bench-stub",
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    """A json:// delivery endpoint: reads the body, answers 200 (or 500 on the failing one)."""
-
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server API)
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        code = 500 if self.server.failing else 200  # type: ignore[attr-defined]
-        self.send_response(code)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def _serve(handler, failing: bool = False) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    server.request_queue_size = 512
-    server.failing = failing  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-def _n8n_child(latency_ms: float, ports) -> None:
-    _N8nStub.latency_s = latency_ms / 1000
-    ports.put(_serve(_N8nStub).server_address[1])
-    threading.Event().wait()
-
-
-def _receivers_child(count: int, ports) -> None:
-    servers = [_serve(_Receiver) for _ in range(count)] + [_serve(_Receiver, failing=True)]
-    ports.put([s.server_address[1] for s in servers])
-    threading.Event().wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_port(port: int, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -366,17 +281,21 @@ def main(argv: list[str] | None = None) -> int:
     fork = multiprocessing.get_context("fork")
     queue = fork.Queue()
     harness: list = []
-    n8n = fork.Process(target=_n8n_child, args=(args.latency_ms, queue), daemon=True)
+    n8n = fork.Process(
+        target=stubs.n8n_child, args=(args.latency_ms, _kpi_value, queue), daemon=True
+    )
     n8n.start()
     harness.append(n8n)
     n8n_port = queue.get(timeout=30)
     receiver_ports: list[int] = []
     if not args.skip_delivery:
-        receivers = fork.Process(target=_receivers_child, args=(args.receivers, queue), daemon=True)
+        receivers = fork.Process(
+            target=stubs.receivers_child, args=(args.receivers, queue), daemon=True
+        )
         receivers.start()
         harness.append(receivers)
         receiver_ports = queue.get(timeout=30)
-    llm_port = _free_port()
+    llm_port = stubs.free_port()
     llm = subprocess.Popen(
         [
             sys.executable,
@@ -391,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _wait_port(llm_port)
+    stubs.wait_port(llm_port)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-report-"))
     try:
@@ -446,7 +365,7 @@ def _run(
         *ok_ports, failing_port = receiver_ports
         subscribers = tmp / f"subscribers.{args.subscribers_format}"
         expected = write_subscribers(
-            subscribers, args.endpoints, ok_ports, failing_port, _free_port(), args.receives
+            subscribers, args.endpoints, ok_ports, failing_port, stubs.free_port(), args.receives
         )
         if args.receives == "link":
             environ["DAILY_INDEX_REPORT_LINK_BASE"] = "https://reports.example.org"
