@@ -14,13 +14,13 @@ Usage: python bench/kpis.py [--kpis 200] [--latency-ms 50] [--skip naive]
 
 import argparse
 import json
+import multiprocessing
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import stubs
@@ -33,9 +33,18 @@ def _stub_value(kpi_id: str) -> float:
     return 100.0 + len(kpi_id)
 
 
-def start_stub(latency_ms: float) -> tuple[ThreadingHTTPServer, str]:
-    server = stubs.serve(stubs.n8n_handler(_stub_value, latency_ms))
-    return server, f"http://127.0.0.1:{server.server_port}"
+def start_stub(latency_ms: float) -> tuple[multiprocessing.Process, str]:
+    """The n8n stub in a child process, as a remote API would be.
+
+    In this process it would compete with the measured run for the GIL.
+    """
+    context = multiprocessing.get_context("fork")
+    ports = context.Queue()
+    child = context.Process(
+        target=stubs.n8n_child, args=(latency_ms, _stub_value, ports), daemon=True
+    )
+    child.start()
+    return child, f"http://127.0.0.1:{ports.get(timeout=30)}"
 
 
 def write_registry(path: Path, n: int) -> None:
@@ -69,16 +78,21 @@ def scenario(name: str, n: int, latency_ms: float, workdir: Path) -> dict:
     registry_file = workdir / "kpis.yaml"
     kpis = load_registry(registry_file).enabled({})
     stub, url = start_stub(latency_ms)
-    sources = KpiSourcesResource(n8n_base_url=url, concurrency=64, timeout_s=10)
+    sources = KpiSourcesResource(n8n_base_url=url, timeout_s=10)
     storage = StorageResource(backend="local", local_dir=str(workdir / f"store-{name}"))
     moto = None
     if name == "ours-s3":
         import boto3
-        from moto.server import ThreadedMotoServer
 
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        moto.start()
-        endpoint = f"http://127.0.0.1:{moto._server.server_port}"  # noqa: SLF001
+        # moto in its own process, as R2 is: in this one it would compete for the GIL.
+        port = stubs.free_port()
+        moto = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        stubs.wait_port(port)
+        endpoint = f"http://127.0.0.1:{port}"
         boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -152,9 +166,10 @@ def scenario(name: str, n: int, latency_ms: float, workdir: Path) -> dict:
         )
         wall = time.perf_counter() - started
         events = len(instance.get_records_for_run(result.run_id, limit=100000).records)
-    stub.shutdown()
+    stub.terminate()
     if moto is not None:
-        moto.stop()
+        moto.terminate()
+        moto.wait(timeout=10)
     return {
         "scenario": name,
         "wall_s": round(wall, 2),

@@ -29,6 +29,9 @@ class N8nStub(BaseHTTPRequestHandler):
 
     latency_s = 0.05
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, the body waits for the client's
+    # delayed ACK (about 40 ms) on every keep-alive request.
+    disable_nagle_algorithm = True
 
     @staticmethod
     def value_fn(kpi_id: str) -> float:
@@ -73,6 +76,7 @@ class Receiver(BaseHTTPRequestHandler):
     """A json:// delivery endpoint: reads the body, answers 200 (or 500 on a failing server)."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def do_POST(self) -> None:  # noqa: N802 (http.server API)
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -86,11 +90,17 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    # The listen backlog is fixed when the socket starts listening, in __init__: it must be
+    # a class attribute. With the default of 5, a burst of 200 connections loses SYNs and
+    # waits a second for each retransmission, which is the stub's cost, not the client's.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 def serve(handler: type[BaseHTTPRequestHandler], failing: bool = False) -> ThreadingHTTPServer:
     """Serve `handler` on a free 127.0.0.1 port in a daemon thread; returns the server."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    server.request_queue_size = 512
+    server = _Server(("127.0.0.1", 0), handler)
     server.failing = failing  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

@@ -389,8 +389,14 @@ def demo(day: str | None, out_dir: str | None, history: int, no_progress: bool) 
     ui_env.write_text(
         "".join(
             f"{key}={os.environ[key]}\n"
-            for key in ("DAGSTER_HOME", "DAILY_INDEX_DATA_DIR", "DAILY_INDEX_OUTBOX_DIR",
-                        "DAILY_INDEX_TODAY", "DAILY_INDEX_DEMO", "FRED_API_KEY")
+            for key in (
+                "DAGSTER_HOME",
+                "DAILY_INDEX_DATA_DIR",
+                "DAILY_INDEX_OUTBOX_DIR",
+                "DAILY_INDEX_TODAY",
+                "DAILY_INDEX_DEMO",
+                "FRED_API_KEY",
+            )
         )
         # n8n KPIs stay visible in the UI; the replay server itself is gone.
         + "DAILY_INDEX_N8N_BASE_URL=http://127.0.0.1:9\n"

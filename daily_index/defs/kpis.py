@@ -149,33 +149,27 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
             f"Fetching {len(selected)} KPIs x {len(days)} day(s) = {len(requests)} requests "
             f"(concurrency {sources.concurrency}); storing to {store.description}"
         )
+        good: dict[str, list[FetchOutcome]] = defaultdict(list)
+        bad: dict[str, list[FetchOutcome]] = defaultdict(list)
         done = 0
 
         def on_done(outcome: FetchOutcome) -> None:
             nonlocal done
             done += 1
             ok = isinstance(outcome.update, KPIDataUpdate)
+            (good if ok else bad)[outcome.request.spec.id].append(outcome)
             progress.emit("fetch", done, len(requests), outcome.request.spec.id, ok)
 
         outcomes = fetch_all(requests, sources.settings(), on_done=on_done)
 
-        good: dict[str, list[FetchOutcome]] = defaultdict(list)
-        bad: dict[str, list[FetchOutcome]] = defaultdict(list)
-        for outcome in outcomes:
-            target = good if isinstance(outcome.update, KPIDataUpdate) else bad
-            target[outcome.request.spec.id].append(outcome)
-
-        stored = 0
-        with ThreadPoolExecutor(max_workers=max(1, min(16, sources.concurrency))) as pool:
-            futures = {
-                kpi.id: pool.submit(_store_kpi, series, kpi, good[kpi.id])
-                for kpi in selected
-                if good[kpi.id]
-            }
-            for kpi_id, future in futures.items():
+        # Stored after the fetches, not while they run: writer threads competing with the
+        # fetch loop for the GIL made both slower (measured: 1.75 s against 1.0 s for 200).
+        to_store = [kpi for kpi in selected if good[kpi.id]]
+        with ThreadPoolExecutor(max_workers=store.write_parallelism) as pool:
+            futures = [pool.submit(_store_kpi, series, kpi, good[kpi.id]) for kpi in to_store]
+            for stored, (kpi, future) in enumerate(zip(to_store, futures, strict=True), start=1):
                 future.result()  # a storage failure fails the run, naming the store
-                stored += 1
-                progress.emit("store", stored, len(futures), kpi_id)
+                progress.emit("store", stored, len(futures), kpi.id)
 
         statuses: dict[date, dict[str, dict]] = defaultdict(dict)
         for outcome in outcomes:
@@ -221,7 +215,7 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
                     + "\n".join(lines[:50])
                     + (f"\n... and {len(lines) - 50} more" if len(lines) > 50 else "")
                 ),
-                metadata={"failed_kpis": sorted(failed), "stored_kpis": len(futures)},
+                metadata={"failed_kpis": sorted(failed), "stored_kpis": len(to_store)},
                 allow_retries=False,
             )
 

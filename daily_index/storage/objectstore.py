@@ -77,6 +77,9 @@ class ObjectStore(ABC):
     def check(self) -> None:
         """Raise StorageError when the store cannot be reached or written."""
 
+    write_parallelism: int = 16
+    """Writers worth running at once: remote stores wait on the network, so many help."""
+
     def read_bytes(self, key: str) -> bytes | None:
         found = self.get(key)
         return None if found is None else found.data
@@ -117,6 +120,9 @@ def _etag(data: bytes) -> str:
 
 class LocalObjectStore(ObjectStore):
     """A directory on disk; the embedded default. Writes go through a temp file + rename."""
+
+    # Local writes are CPU-bound under the GIL: more threads only contend with the fetch loop.
+    write_parallelism = 2
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).expanduser().resolve()

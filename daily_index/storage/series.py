@@ -67,7 +67,8 @@ def _to_table(rows: dict[date, SeriesRow]) -> pa.Table:
 
 def _from_bytes(data: bytes, where: str) -> dict[date, SeriesRow]:
     try:
-        table = pq.read_table(io.BytesIO(data)).cast(SERIES_SCHEMA)
+        # A series is small: pyarrow's own thread pool would only fight our writer threads.
+        table = pq.ParquetFile(io.BytesIO(data)).read(use_threads=False).cast(SERIES_SCHEMA)
     except (pa.ArrowException, ValueError) as exc:
         # Refuse to overwrite what we cannot read: the operator must look at it first.
         raise StorageError(f"{where}: existing series is not readable Parquet ({exc})") from None

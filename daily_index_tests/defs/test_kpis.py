@@ -141,7 +141,7 @@ def test_a_range_of_days_in_one_run_stores_each_days_own_value(sources, tmp_path
     ]
     assert sorted(m.partition for m in events) == [d.isoformat() for d in frame["date"]]
     by_day = {m.partition: m.metadata["value"].value for m in events}
-    assert by_day == {d.isoformat(): v for d, v in zip(frame["date"], frame["value"])}
+    assert by_day == {d.isoformat(): v for d, v in zip(frame["date"], frame["value"], strict=True)}
 
 
 def test_a_range_leaves_days_without_a_value_unmaterialised(sources, tmp_path):
@@ -150,15 +150,25 @@ def test_a_range_leaves_days_without_a_value_unmaterialised(sources, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     first, last = DEMO_DAY - timedelta(days=9), DEMO_DAY - timedelta(days=1)
     result = _run(
-        sources, storage, selection=[kpi_key("us_10y_yield")], instance=instance,
-        tags={"dagster/asset_partition_range_start": first.isoformat(),
-              "dagster/asset_partition_range_end": last.isoformat()},
+        sources,
+        storage,
+        selection=[kpi_key("us_10y_yield")],
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        },
     )
     assert not result.success
-    stored = {d.isoformat() for d in KpiSeriesStore(LocalObjectStore(tmp_path))
-              .read("us_10y_yield")["date"]}
-    weekend = {(first + timedelta(days=i)).isoformat() for i in range(9)
-               if (first + timedelta(days=i)).weekday() >= 5}
+    stored = {
+        d.isoformat()
+        for d in KpiSeriesStore(LocalObjectStore(tmp_path)).read("us_10y_yield")["date"]
+    }
+    weekend = {
+        (first + timedelta(days=i)).isoformat()
+        for i in range(9)
+        if (first + timedelta(days=i)).weekday() >= 5
+    }
     assert weekend and not weekend & stored
     assert instance.get_materialized_partitions(kpi_key("us_10y_yield")) == stored
 

@@ -1,5 +1,8 @@
-"""The report assets through Dagster: KPIs from the replay server, the analysis from a
-local OpenAI-compatible server, the PDF, and delivery to the outbox."""
+"""The report assets through Dagster, against real local servers.
+
+KPIs come from the replay server, the analysis from a local OpenAI-compatible server; the
+PDF is read back and delivery goes to the outbox.
+"""
 
 import json
 from datetime import timedelta
@@ -52,9 +55,12 @@ def _materialise_kpis(defs, instance, *, history_days=8):
     job = defs.resolve_job_def("daily_kpis_job")
     first, last = DEMO_DAY - timedelta(days=history_days), DEMO_DAY - timedelta(days=1)
     job.execute_in_process(
-        instance=instance, raise_on_error=False,
-        tags={"dagster/asset_partition_range_start": first.isoformat(),
-              "dagster/asset_partition_range_end": last.isoformat()},
+        instance=instance,
+        raise_on_error=False,
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        },
     )
     return job.execute_in_process(partition_key=DAY, instance=instance, raise_on_error=False)
 
@@ -68,17 +74,18 @@ def _metadata(result, key):
 
 
 def _analysis(headline: str, note: str) -> str:
-    return json.dumps({
-        "headline": headline,
-        "summary": "Bitcoin held its level while sentiment stayed fearful.",
-        "kpi_notes": [{"kpi_id": "btc_price", "note": note}],
-        "risks": ["Funding rates are falling."],
-        "outlook": "Cautious.",
-    })
+    return json.dumps(
+        {
+            "headline": headline,
+            "summary": "Bitcoin held its level while sentiment stayed fearful.",
+            "kpi_notes": [{"kpi_id": "btc_price", "note": note}],
+            "risks": ["Funding rates are falling."],
+            "outlook": "Cautious.",
+        }
+    )
 
 
-def test_llm_analysis_reaches_the_pdf_escaped_and_delivery_happens_once(environ, llm,
-                                                                          tmp_path):
+def test_llm_analysis_reaches_the_pdf_escaped_and_delivery_happens_once(environ, llm, tmp_path):
     llm.script(completion(_analysis("<b>BTC</b> steady near 97k", "<script>x()</script> held")))
     defs = build_definitions(environ=environ)
     instance = dg.DagsterInstance.ephemeral()
@@ -88,8 +95,9 @@ def test_llm_analysis_reaches_the_pdf_escaped_and_delivery_happens_once(environ,
     pdf_meta = _metadata(result, PDF_KEY)
     assert pdf_meta["partial"] is False and pdf_meta["pages"] >= 5
     assert pdf_meta["analyst"].startswith("LLM")
-    text = "\n".join(p.extract_text() for p in PdfReader(
-        tmp_path / "store" / "reports" / f"{DAY}.pdf").pages)
+    text = "\n".join(
+        p.extract_text() for p in PdfReader(tmp_path / "store" / "reports" / f"{DAY}.pdf").pages
+    )
     assert "<b>BTC</b> steady near 97k" in text  # shown literally, not as markup
     assert "<script>x()</script> held" in text
     stored = json.loads((tmp_path / "store" / "analysis" / f"{DAY}.json").read_text())
@@ -110,7 +118,8 @@ def test_a_missing_kpi_makes_a_partial_report_with_its_reason(environ, replay, l
     replay.inject("/alternative_me", *[Fault(status=503, body="down")] * 2)
     assert not _materialise_kpis(defs, instance, history_days=1).success
     result = defs.resolve_job_def("daily_report_job").execute_in_process(
-        partition_key=DAY, instance=instance)
+        partition_key=DAY, instance=instance
+    )
     pdf_meta = _metadata(result, PDF_KEY)
     assert pdf_meta["partial"] is True and pdf_meta["missing_kpis"] == ["fear_greed"]
     assert "Rule-based" in pdf_meta["analyst"]  # the invalid LLM answer never reached the PDF
