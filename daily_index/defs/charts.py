@@ -4,6 +4,7 @@ import json
 import tempfile
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -12,9 +13,11 @@ from daily_index.defs.kpis import kpi_key
 from daily_index.defs.partitions import daily_partitions
 from daily_index.defs.resources import ReportSettingsResource, StorageResource
 from daily_index.registry import KpiSpec
-from daily_index.report.charts import ChartSet, preview_markdown, render_charts
 from daily_index.report.model import load_day_table
 from daily_index.storage.objectstore import ObjectStore
+
+if TYPE_CHECKING:
+    from daily_index.report.charts import ChartSet
 
 CHARTS_KEY = dg.AssetKey(["report", "charts"])
 
@@ -23,8 +26,10 @@ def charts_prefix(day: date) -> str:
     return f"charts/{day.isoformat()}"
 
 
-def stored_charts(store: ObjectStore, day: date, workdir: Path) -> ChartSet:
+def stored_charts(store: ObjectStore, day: date, workdir: Path) -> "ChartSet":
     """The day's charts as local files (downloaded when the store is remote)."""
+    from daily_index.report.charts import ChartSet
+
     prefix = charts_prefix(day)
     manifest_raw = store.read_bytes(f"{prefix}/index.json")
     if manifest_raw is None:
@@ -67,6 +72,10 @@ def build_charts_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
         Alert thresholds are drawn; days without data are gaps, never interpolated. Stored as
         `charts/<date>/<kpi>.png` with overview sheets of all KPIs.
         """
+        # matplotlib is imported here, not when the code location loads: only this step
+        # draws, and `dagster definitions validate` stays fast.
+        from daily_index.report.charts import preview_markdown, render_charts
+
         day = date.fromisoformat(context.partition_key)
         store = storage.get_store()
         window = report_settings.chart_window_days

@@ -19,7 +19,6 @@ from daily_index.defs.partitions import daily_partitions
 from daily_index.defs.resources import ReportSettingsResource, StorageResource
 from daily_index.registry import KpiSpec
 from daily_index.report.model import load_day_table
-from daily_index.report.pdf import render_pdf
 
 PDF_KEY = dg.AssetKey(["report", "pdf"])
 
@@ -72,6 +71,9 @@ def build_pdf_asset(*, kpis: list[KpiSpec], registry_version: int) -> dg.AssetsD
         the charts, per-KPI notes and a data-quality section. A report with missing KPIs
         is partial and says so on page 1. Stored as `reports/<date>.pdf`.
         """
+        # Imported here: weasyprint is slow to import and only this step needs it.
+        from daily_index.report.pdf import render_pdf
+
         day = date.fromisoformat(context.partition_key)
         store = storage.get_store()
         table = load_day_table(kpis, store, day, window_days=report_settings.chart_window_days)

@@ -19,10 +19,10 @@ from pydantic import Field
 from daily_index.report.analysis import ENV_API_KEY, PRESETS, LlmSettings
 from daily_index.sources.base import DEFAULT_BASE_URLS, SourceSettings
 from daily_index.storage.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
-from daily_index.storage.s3 import R2_ENDPOINT_TEMPLATE, R2S3Resource
 from daily_index.storage.series import KpiSeriesStore
 
 DEFAULT_DATA_DIR = ".data/store"
+R2_ENDPOINT_TEMPLATE = "https://{account_id}.r2.cloudflarestorage.com"
 DEFAULT_OUTBOX_DIR = ".data/outbox"
 
 
@@ -53,6 +53,9 @@ class StorageResource(dg.ConfigurableResource):
             raise ConfigurationError(f"unknown storage backend {self.backend!r} (local | s3)")
         if not self.bucket:
             raise ConfigurationError("S3/R2 storage needs DAILY_INDEX_S3_BUCKET")
+        # dagster-aws costs half a second to import: only when S3 is used.
+        from daily_index.storage.s3 import R2S3Resource
+
         client = R2S3Resource(
             endpoint_url=self.endpoint_url,
             region_name=self.region_name,

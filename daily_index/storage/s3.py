@@ -13,8 +13,6 @@ import boto3
 from botocore.config import Config
 from dagster_aws.s3 import S3Resource
 
-R2_ENDPOINT_TEMPLATE = "https://{account_id}.r2.cloudflarestorage.com"
-
 
 class R2S3Resource(S3Resource):
     """S3Resource whose client R2 accepts (no unrequested checksums, region `auto`)."""
