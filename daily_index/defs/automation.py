@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import dagster as dg
 
 from daily_index.defs.partitions import daily_partitions
+from daily_index.defs.resources import ConfigurationError, env_bool, env_int
 
 DEFAULT_CRON = "0 12 * * *"
 DEFAULT_TIMEZONE = "UTC"
@@ -146,31 +147,6 @@ class FaninSettings:
         )
 
 
-def _env_int(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    raw = environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    value = raw.strip().lower()
-    if value in {"true", "1", "yes", "on"}:
-        return True
-    if value in {"false", "0", "no", "off"}:
-        return False
-    raise ValueError(f"{name} must be true or false, got {raw!r}")
-
-
 def fanin_settings_from_env(environ: Mapping[str, str]) -> FaninSettings:
     """Fan-in settings from the environment; the scheduled time follows the daily schedule.
 
@@ -180,14 +156,14 @@ def fanin_settings_from_env(environ: Mapping[str, str]) -> FaninSettings:
     schedule = schedule_settings(environ)
     match = _SIMPLE_DAILY_CRON.match(schedule["cron"])
     if not match:
-        raise ValueError(
+        raise ConfigurationError(
             f"DAILY_INDEX_SCHEDULE_CRON={schedule['cron']!r}: the report fan-in sensor needs a "
             "once-a-day cron of the form 'M H * * *' (e.g. '0 12 * * *')"
         )
     try:
         ZoneInfo(schedule["timezone"])
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
+        raise ConfigurationError(
             f"DAILY_INDEX_SCHEDULE_TZ={schedule['timezone']!r} is not a known IANA timezone"
         ) from None
     defaults = FaninSettings()
@@ -195,24 +171,26 @@ def fanin_settings_from_env(environ: Mapping[str, str]) -> FaninSettings:
         schedule_hour=int(match.group(2)),
         schedule_minute=int(match.group(1)),
         timezone=schedule["timezone"],
-        deadline_minutes=_env_int(
-            environ, "DAILY_INDEX_REPORT_DEADLINE_MINUTES", defaults.deadline_minutes, 1
+        deadline_minutes=env_int(
+            environ, "DAILY_INDEX_REPORT_DEADLINE_MINUTES", defaults.deadline_minutes, minimum=1
         ),
-        lookback_days=_env_int(
-            environ, "DAILY_INDEX_REPORT_LOOKBACK_DAYS", defaults.lookback_days, 1
+        lookback_days=env_int(
+            environ, "DAILY_INDEX_REPORT_LOOKBACK_DAYS", defaults.lookback_days, minimum=1
         ),
-        retry_base_minutes=_env_int(
-            environ, "DAILY_INDEX_KPI_RETRY_BASE_MINUTES", defaults.retry_base_minutes, 1
+        retry_base_minutes=env_int(
+            environ, "DAILY_INDEX_KPI_RETRY_BASE_MINUTES", defaults.retry_base_minutes, minimum=1
         ),
-        max_retries=_env_int(environ, "DAILY_INDEX_KPI_MAX_RETRIES", defaults.max_retries, 0),
-        amend_after_partial=_env_bool(
+        max_retries=env_int(
+            environ, "DAILY_INDEX_KPI_MAX_RETRIES", defaults.max_retries, minimum=0
+        ),
+        amend_after_partial=env_bool(
             environ, "DAILY_INDEX_REPORT_AMEND", defaults.amend_after_partial
         ),
-        minimum_interval_seconds=_env_int(
+        minimum_interval_seconds=env_int(
             environ,
             "DAILY_INDEX_REPORT_SENSOR_INTERVAL_SECONDS",
             defaults.minimum_interval_seconds,
-            1,
+            minimum=1,
         ),
     )
 

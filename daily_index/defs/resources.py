@@ -26,8 +26,8 @@ R2_ENDPOINT_TEMPLATE = "https://{account_id}.r2.cloudflarestorage.com"
 DEFAULT_OUTBOX_DIR = ".data/outbox"
 
 
-class ConfigurationError(RuntimeError):
-    """The environment asks for a feature whose settings are incomplete."""
+class ConfigurationError(ValueError):
+    """The environment asks for a feature whose settings are incomplete or malformed."""
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -105,17 +105,23 @@ def _secret(environ: Mapping[str, str], name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if environ.get(name) else None
 
 
-def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+def env_int(
+    environ: Mapping[str, str], name: str, default: int, *, minimum: int | None = None
+) -> int:
+    """An integer setting; unset or empty gives the default, anything else must parse."""
     raw = environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
+    return value
 
 
-def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+def env_float(environ: Mapping[str, str], name: str, default: float) -> float:
     raw = environ.get(name)
     if raw is None or raw == "":
         return default
@@ -123,6 +129,18 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+
+
+def env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"true", "1", "yes", "on"}:
+        return True
+    if value in {"false", "0", "no", "off"}:
+        return False
+    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
 
 
 def storage_from_env(environ: Mapping[str, str]) -> StorageResource:
@@ -184,9 +202,9 @@ def sources_from_env(environ: Mapping[str, str]) -> KpiSourcesResource:
         n8n_auth_header=environ.get("DAILY_INDEX_N8N_AUTH_HEADER") or None,
         n8n_auth_value=_secret(environ, "DAILY_INDEX_N8N_AUTH_VALUE"),
         fred_api_key=_secret(environ, "FRED_API_KEY"),
-        timeout_s=_float(environ, "DAILY_INDEX_FETCH_TIMEOUT_S", 15.0),
-        max_attempts=_int(environ, "DAILY_INDEX_FETCH_MAX_ATTEMPTS", 4),
-        concurrency=_int(environ, "DAILY_INDEX_FETCH_CONCURRENCY", 32),
+        timeout_s=env_float(environ, "DAILY_INDEX_FETCH_TIMEOUT_S", 15.0),
+        max_attempts=env_int(environ, "DAILY_INDEX_FETCH_MAX_ATTEMPTS", 4),
+        concurrency=env_int(environ, "DAILY_INDEX_FETCH_CONCURRENCY", 32),
         today=environ.get("DAILY_INDEX_TODAY") or None,
     )
 
@@ -254,7 +272,7 @@ def analyst_from_env(environ: Mapping[str, str]) -> AnalystResource:
         model=settings.model,
         api_key=dg.EnvVar(key_var),
         timeout_s=settings.timeout_s,
-        total_budget_s=_float(environ, "DAILY_INDEX_LLM_BUDGET_S", 90.0),
+        total_budget_s=env_float(environ, "DAILY_INDEX_LLM_BUDGET_S", 90.0),
     )
 
 
@@ -267,16 +285,16 @@ def delivery_from_env(environ: Mapping[str, str]) -> DeliveryResource:
     return DeliveryResource(
         subscribers_file=subscribers,
         outbox_dir=environ.get("DAILY_INDEX_OUTBOX_DIR", DEFAULT_OUTBOX_DIR),
-        concurrency=_int(environ, "DAILY_INDEX_DELIVERY_CONCURRENCY", 64),
-        max_attempts=_int(environ, "DAILY_INDEX_DELIVERY_MAX_ATTEMPTS", 3),
+        concurrency=env_int(environ, "DAILY_INDEX_DELIVERY_CONCURRENCY", 64),
+        max_attempts=env_int(environ, "DAILY_INDEX_DELIVERY_MAX_ATTEMPTS", 3),
         report_link_base=environ.get("DAILY_INDEX_REPORT_LINK_BASE") or None,
     )
 
 
 def report_settings_from_env(environ: Mapping[str, str]) -> ReportSettingsResource:
     return ReportSettingsResource(
-        chart_window_days=_int(environ, "DAILY_INDEX_CHART_WINDOW_DAYS", 90),
-        chart_workers=_int(environ, "DAILY_INDEX_CHART_WORKERS", 2),
+        chart_window_days=env_int(environ, "DAILY_INDEX_CHART_WINDOW_DAYS", 90),
+        chart_workers=env_int(environ, "DAILY_INDEX_CHART_WORKERS", 2),
         demo=environ.get("DAILY_INDEX_DEMO", "") in ("1", "true", "yes"),
     )
 
