@@ -67,10 +67,9 @@ def _fmt_value(value: float | None, unit: str) -> str:
     return f"{value:,.6g} {unit}".strip()
 
 
-def _fmt_change(now: float | None, before: float | None) -> str:
-    if now is None or before is None or before == 0:
+def _fmt_change(pct: float | None) -> str:
+    if pct is None:
         return "–"
-    pct = (now - before) / abs(before) * 100
     colour = "green" if pct > 0 else "red" if pct < 0 else "white"
     return f"[{colour}]{pct:+.2f} %[/{colour}]"
 
@@ -137,30 +136,25 @@ def _kpi_table(
 ) -> tuple[Table, int]:
     from daily_index.defs.resources import storage_from_env
     from daily_index.registry import current_registry
-    from daily_index.storage.series import KpiSeriesStore, read_fetch_status
+    from daily_index.report.model import load_day_table
 
-    store = storage_from_env(defs_env).get_store()
-    series = KpiSeriesStore(store)
-    status = read_fetch_status(store, day)
     kpis = current_registry(defs_env).enabled(dict(defs_env))
     if kpi_ids:
         kpis = [k for k in kpis if k.id in kpi_ids]
+    day_table = load_day_table(kpis, storage_from_env(defs_env).get_store(), day, window_days=2)
     table = Table(title=title, title_justify="left")
     for column in ("KPI", "Value", "Δ 1 day", "Status"):
         table.add_column(column, justify="right" if column in ("Value", "Δ 1 day") else "left")
-    failures = 0
-    for kpi in kpis:
-        frame = series.read(kpi.id, day - timedelta(days=1), day)
-        values = dict(zip(frame["date"], frame["value"], strict=True))
-        now, before = values.get(day), values.get(day - timedelta(days=1))
-        entry = status.get(kpi.id, {})
-        if now is not None:
-            state = "[green]ok[/green]"
-        else:
-            failures += 1
-            reason = entry.get("reason", "not fetched")
-            state = f"[red]failed[/red]: {reason}"
-        table.add_row(kpi.name, _fmt_value(now, kpi.unit), _fmt_change(now, before), state)
+    for row in day_table.rows:
+        state = (
+            "[green]ok[/green]"
+            if row.value is not None
+            else f"[red]failed[/red]: {row.reason or 'not fetched'}"
+        )
+        table.add_row(
+            row.spec.name, _fmt_value(row.value, row.spec.unit), _fmt_change(row.changes[1]), state
+        )
+    failures = len(day_table.missing)
     return table, failures
 
 
