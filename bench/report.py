@@ -228,23 +228,6 @@ def step_times(instance, run_id: str) -> dict[str, float]:
     return times
 
 
-def materialisation(result, key) -> dict:
-    for event in result.get_asset_materialization_events():
-        m = event.step_materialization_data.materialization
-        if m.asset_key == key:
-            return {k: getattr(v, "value", v) for k, v in m.metadata.items()}
-    return {}
-
-
-def step_error(result) -> str:
-    import dagster as dg
-
-    for event in result.all_events:
-        if event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data.error:
-            return event.step_failure_data.error.message.strip()
-    return "(no step failure recorded)"
-
-
 def stage_of(step_key: str) -> str:
     for stage in ("charts", "analysis", "pdf", "delivery"):
         if step_key.endswith(stage):
@@ -379,6 +362,8 @@ def _run(
     started_all = time.perf_counter()
     import dagster as dg
 
+    from daily_index.cli import materialisation_metadata as materialisation
+    from daily_index.cli import step_error
     from daily_index.definitions import build_definitions
     from daily_index.defs.analysis import ANALYSIS_KEY
     from daily_index.defs.charts import CHARTS_KEY

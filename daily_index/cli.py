@@ -162,7 +162,7 @@ def _kpi_table(
 QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
-def _step_error(result) -> str:
+def step_error(result) -> str:
     import dagster as dg
 
     for event in result.all_events:
@@ -176,7 +176,7 @@ def _step_error(result) -> str:
     return "unknown error (see the run's logs)"
 
 
-def _materialisation(result, key) -> dict:
+def materialisation_metadata(result, key) -> dict:
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
         if materialization.asset_key == key:
@@ -230,7 +230,7 @@ def run_day(
             if not history.success:
                 err_console.print(
                     f"[yellow]History incomplete:[/yellow] "
-                    f"{_step_error(history).splitlines()[0]} Some sources keep no history "
+                    f"{step_error(history).splitlines()[0]} Some sources keep no history "
                     "(reasons per day in status/<date>.json)."
                 )
         console.print(f"{label}Materialising KPIs for [bold]{day}[/bold] ...")
@@ -254,7 +254,7 @@ def run_day(
         f"(run {result.run_id[:8]})."
     )
     if not result.success and materialised == 0:
-        err_console.print(f"[red]Run failed:[/red] {_step_error(result)}")
+        err_console.print(f"[red]Run failed:[/red] {step_error(result)}")
         return EXIT_FAILED
     code = EXIT_OK if result.success else EXIT_PARTIAL
     if code == EXIT_PARTIAL:
@@ -275,10 +275,10 @@ def run_day(
             run_config=QUIET_RUN,
         )
     if not outcome.success:
-        err_console.print(f"[red]Report run failed:[/red] {_step_error(outcome)}")
+        err_console.print(f"[red]Report run failed:[/red] {step_error(outcome)}")
         return EXIT_FAILED
-    pdf = _materialisation(outcome, PDF_KEY)
-    sent = _materialisation(outcome, DELIVERY_KEY)
+    pdf = materialisation_metadata(outcome, PDF_KEY)
+    sent = materialisation_metadata(outcome, DELIVERY_KEY)
     store = storage_from_env(environ).get_store()
     where = store.local_path(f"reports/{day}.pdf") or f"reports/{day}.pdf in {store.description}"
     console.print(
@@ -622,9 +622,9 @@ def deliver(day: str, resend_failed: bool, amended: bool, no_progress: bool) -> 
             tags={"trigger": "cli", **({REPORT_TAG: "amended"} if amended else {})},
         )
     if not outcome.success:
-        err_console.print(f"[red]Delivery failed:[/red] {_step_error(outcome)}")
+        err_console.print(f"[red]Delivery failed:[/red] {step_error(outcome)}")
         sys.exit(EXIT_FAILED)
-    sent = _materialisation(outcome, DELIVERY_KEY)
+    sent = materialisation_metadata(outcome, DELIVERY_KEY)
     console.print(
         f"Delivery for {target}: {sent.get('sent', 0)} sent, {sent.get('failed', 0)} failed, "
         f"{sent.get('dead', 0)} dead, {sent.get('already_sent', 0)} already sent "
