@@ -34,6 +34,25 @@ SourceKind = Literal[
     "fred",
 ]
 ChartType = Literal["line", "bar", "area"]
+CalendarKind = Literal["daily", "business_days", "weekly", "monthly"]
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS: tuple[str, ...] = Weekday.__args__
+ChangeUnit = Literal["pct", "pp", "bp", "points"]
+"""How a change is shown: percent, percentage points, basis points, index points."""
+AlertKind = Literal["above", "below", "crossing", "change", "zscore", "no_data"]
+
+# The unit a reader expects a change in, by KPI type (overridable per KPI: `changeUnit`).
+DEFAULT_CHANGE_UNITS: dict[str, str] = {
+    "price": "pct",
+    "market_cap": "pct",
+    "supply": "pct",
+    "volume": "pct",
+    "ratio": "pct",
+    "dominance": "pp",
+    "rate": "pp",
+    "yield": "pp",
+    "index": "points",
+}
 
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _GROUP_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -73,6 +92,83 @@ class AnalysisConfig(_Model):
     )
 
 
+class CalendarSpec(_Model):
+    """When the KPI has an observation: every day, business days, one weekday, or monthly.
+
+    Written as a string (`business_days`) or a mapping (`{kind: weekly, weekday: wednesday}`).
+    """
+
+    kind: CalendarKind = "daily"
+    weekday: Weekday = "monday"
+    day: int = Field(default=1, ge=1, le=28)
+    """Day of the month of a monthly observation (FRED dates monthly series on the 1st)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
+
+
+class CheckSpec(_Model):
+    """Bounds and sensitivities of the KPI's asset check (defaults come from its type)."""
+
+    min: float | None = None
+    max: float | None = None
+    stale_days: int | None = Field(default=None, alias="staleDays", ge=0)
+    """The same value this many observations running is stale (0: never; default by type)."""
+    jump_sigma: float = Field(default=5.0, alias="jumpSigma", gt=0)
+    """A change beyond this many standard deviations of the last 30 changes is a jump."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CheckSpec:
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        return self
+
+
+_THRESHOLD_KINDS = frozenset({"above", "below", "crossing", "change", "zscore"})
+
+
+class AlertRule(_Model):
+    """One alert rule of a KPI; see docs/alerts.md for what each kind means."""
+
+    kind: AlertKind
+    id: str | None = None
+    threshold: float | None = None
+    hysteresis: float = Field(default=0.0, ge=0)
+    direction: Literal["up", "down", "both"] = "both"
+    days: int = Field(default=1, ge=1, le=365)
+    """Horizon of a `change` rule, in days."""
+    window: int = Field(default=90, ge=10, le=1000)
+    """Observations a `zscore` rule measures the day's change against."""
+    cooldown_days: int = Field(default=0, alias="cooldownDays", ge=0, le=365)
+    """After the rule fired, it stays quiet for this many days."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> AlertRule:
+        if self.kind in _THRESHOLD_KINDS and self.threshold is None:
+            raise ValueError(f"a {self.kind!r} rule needs a 'threshold'")
+        if self.kind == "no_data" and self.threshold is not None:
+            raise ValueError("a 'no_data' rule takes no 'threshold'")
+        if self.kind in ("change", "zscore") and self.threshold is not None and self.threshold <= 0:
+            raise ValueError(f"a {self.kind!r} rule's threshold must be above 0")
+        if self.id is not None and not _ID_RE.match(self.id):
+            raise ValueError(f"rule id must be lowercase letters, digits and '_', got {self.id!r}")
+        return self
+
+    @property
+    def name(self) -> str:
+        """A stable name for the rule: its `id`, else kind and parameters."""
+        if self.id:
+            return self.id
+        if self.kind == "no_data":
+            return "no_data"
+        number = f"{self.threshold:g}".replace("-", "m").replace(".", "_")
+        if self.kind == "change":
+            return f"change_{self.days}d_{number}"
+        return f"{self.kind}_{number}"
+
+
 class KpiMetadata(_Model):
     source: str
     update_frequency: Literal["daily"] = Field(default="daily", alias="updateFrequency")
@@ -101,6 +197,23 @@ class KpiSpec(_Model):
     source: SourceSpec
     analysis_config: AnalysisConfig = Field(default_factory=AnalysisConfig, alias="analysisConfig")
     metadata: KpiMetadata
+    calendar: CalendarSpec = Field(default_factory=CalendarSpec)
+    change_unit_override: ChangeUnit | None = Field(default=None, alias="changeUnit")
+    history_days: int | None = Field(default=None, alias="historyDays", ge=0)
+    """How many past days the source can give (None: the source kind's own limit)."""
+    checks: CheckSpec = Field(default_factory=CheckSpec)
+    alerts: tuple[AlertRule, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_rules(self) -> KpiSpec:
+        names = [rule.name for rule in self.alerts]
+        for number, name in enumerate(names, start=1):
+            if names.index(name) != number - 1:
+                raise ValueError(
+                    f"alert rule #{number} is named {name!r} like rule #{names.index(name) + 1}; "
+                    "give one of them an 'id'"
+                )
+        return self
 
     @field_validator("id")
     @classmethod
@@ -119,6 +232,11 @@ class KpiSpec(_Model):
     @property
     def group(self) -> str:
         return self.metadata.category
+
+    @property
+    def change_unit(self) -> str:
+        """The unit its changes are shown in: the registry's `changeUnit`, else by type."""
+        return self.change_unit_override or DEFAULT_CHANGE_UNITS[self.type]
 
     def is_enabled(self, environ: os._Environ[str] | dict[str, str] | None = None) -> bool:
         """Active in the registry and, where it needs a key, the key is configured."""
@@ -180,8 +298,17 @@ def _describe_location(raw: Any, loc: tuple[Any, ...]) -> str:
             kpi_id = raw["kpis"][index].get("id", f"#{index + 1}")
         except (KeyError, IndexError, TypeError, AttributeError):
             kpi_id = f"#{index + 1}"
-        field = ".".join(str(p) for p in loc[2:]) or "(entry)"
-        return f"KPI {kpi_id!r}, field {field!r}"
+        rest = loc[2:]
+        rule = ""
+        if len(rest) >= 2 and rest[0] == "alerts" and isinstance(rest[1], int):
+            try:
+                kind = raw["kpis"][index]["alerts"][rest[1]].get("kind", "?")
+            except (KeyError, IndexError, TypeError, AttributeError):
+                kind = "?"
+            rule = f", alert rule #{rest[1] + 1} ({kind})"
+            rest = rest[2:]
+        field = ".".join(str(p) for p in rest) or "(entry)"
+        return f"KPI {kpi_id!r}{rule}, field {field!r}"
     if not loc:
         return "registry"
     return f"field {'.'.join(str(p) for p in loc)!r}"
