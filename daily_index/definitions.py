@@ -52,7 +52,9 @@ def build_definitions(
         schedules=[build_daily_kpis_schedule(**schedule_settings(env))],
         sensors=[
             build_report_fanin_sensor(
-                kpi_keys=[kpi_key(k.id) for k in kpis], settings=fanin_settings_from_env(env)
+                kpi_keys=[kpi_key(k.id) for k in kpis],
+                settings=fanin_settings_from_env(env),
+                specs=kpis,
             )
         ],
         resources=build_resources(env),

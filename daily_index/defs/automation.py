@@ -8,15 +8,17 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 
+from daily_index.calendars import in_calendar
 from daily_index.defs.partitions import daily_partitions
 from daily_index.defs.resources import ConfigurationError, env_bool, env_int
+from daily_index.registry import KpiSpec
 
 DEFAULT_CRON = "0 12 * * *"
 DEFAULT_TIMEZONE = "UTC"
@@ -237,33 +239,61 @@ def _read_cursor(raw: str | None, kpis: str, log: logging.Logger) -> dict[str, d
     return {}
 
 
-def _landed(
-    instance: dg.DagsterInstance, candidates: dict[str, list[dg.AssetKey]]
-) -> dict[str, set[dg.AssetKey]]:
-    """Of the candidate keys per day, those with a materialisation of that day's partition.
+def _partitions_with(
+    fetch: Callable[..., dg.EventRecordsResult],
+    key: dg.AssetKey,
+    days: list[str],
+    keep: Callable[[dg.EventLogRecord], bool] = lambda record: True,
+) -> set[str]:
+    """The days among `days` with a record of `key` that `keep` accepts.
 
-    One event-log query per key (covering all its candidate days): 200 KPIs cost about
-    0.6 s on SQLite, so the caller only asks about keys not already known to have landed.
+    `fetch` is the instance's `fetch_materializations` or `fetch_observations`.
+    """
+    found: set[str] = set()
+    cursor = None
+    while True:
+        result = fetch(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=days), limit=100, cursor=cursor
+        )
+        found.update(r.partition_key for r in result.records if r.partition_key and keep(r))
+        if not result.has_more or len(found) == len(days):
+            return found & set(days)
+        cursor = result.cursor
+
+
+def _is_expected_gap(record: dg.EventLogRecord) -> bool:
+    observation = record.asset_observation
+    status = observation.metadata.get("fetch_status") if observation is not None else None
+    return status is not None and status.value == "expected_gap"
+
+
+def _landed(
+    instance: dg.DagsterInstance,
+    candidates: dict[str, list[dg.AssetKey]],
+    specs: Mapping[dg.AssetKey, KpiSpec],
+) -> dict[str, set[dg.AssetKey]]:
+    """Of the candidate keys per day, those settled for that day's partition.
+
+    Settled: materialised, outside the KPI's calendar, or observed as an expected gap (a
+    past day its source cannot give, a market holiday). One event-log query per key
+    (covering all its candidate days): 200 KPIs cost about 0.6 s on SQLite, so the caller
+    only asks about keys not already known to have landed.
     """
     days_by_key: dict[dg.AssetKey, list[str]] = {}
+    landed: dict[str, set[dg.AssetKey]] = {day: set() for day in candidates}
     for day, keys in candidates.items():
         for key in keys:
-            days_by_key.setdefault(key, []).append(day)
-    landed: dict[str, set[dg.AssetKey]] = {day: set() for day in candidates}
+            spec = specs.get(key)
+            if spec is not None and not in_calendar(spec, date.fromisoformat(day)):
+                landed[day].add(key)
+            else:
+                days_by_key.setdefault(key, []).append(day)
     for key, days in days_by_key.items():
-        found: set[str] = set()
-        cursor = None
-        while True:
-            result = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=key, asset_partitions=days),
-                limit=100,
-                cursor=cursor,
-            )
-            found.update(r.partition_key for r in result.records if r.partition_key)
-            if not result.has_more or len(found) == len(days):
-                break
-            cursor = result.cursor
-        for day in found & set(days):
+        found = _partitions_with(instance.fetch_materializations, key, days)
+        rest = [day for day in days if day not in found]
+        if rest:
+            found |= _partitions_with(instance.fetch_observations, key, rest, _is_expected_gap)
+        for day in found:
             landed[day].add(key)
     return landed
 
@@ -273,8 +303,12 @@ def build_report_fanin_sensor(
     kpi_keys: list[dg.AssetKey],
     settings: FaninSettings,
     clock: Callable[[], datetime] = _utc_now,
+    specs: Sequence[KpiSpec] = (),
 ) -> dg.SensorDefinition:
     """The sensor that launches day D's report once every KPI of D has landed.
+
+    A KPI has landed for D when it was materialised, when D is outside its calendar (`specs`
+    give the calendars), or when its run observed D as an expected gap.
 
     Before the deadline it re-requests the missing KPIs with exponential backoff; at the
     deadline it launches the report anyway, tagged partial with the missing KPIs listed; with
@@ -284,6 +318,7 @@ def build_report_fanin_sensor(
     """
     keys = sorted(set(kpi_keys), key=lambda k: k.to_user_string())
     by_name = {k.to_user_string(): k for k in keys}
+    spec_by_key = {dg.AssetKey(spec.asset_path): spec for spec in specs}
     kpis_fingerprint = _fingerprint(keys)
     first_day = daily_partitions.start.date()
 
@@ -348,7 +383,7 @@ def build_report_fanin_sensor(
             else keys
             for day in open_days
         }
-        landed = _landed(context.instance, candidates)
+        landed = _landed(context.instance, candidates, spec_by_key)
 
         requests: list[dg.RunRequest] = []
         notes: list[str] = []
@@ -428,10 +463,23 @@ def build_report_fanin_sensor(
         if not days:
             reason = f"No day in the last {settings.lookback_days} has reached its scheduled time."
         else:
-            reason = "; ".join(notes) or f"Reports launched for {', '.join(state)}."
+            reason = "; ".join(notes) or "; ".join(
+                _settled_note(day, day_state) for day, day_state in sorted(state.items())
+            )
         return dg.SensorResult(skip_reason=reason, cursor=cursor)
 
     return report_fanin_sensor
+
+
+def _settled_note(day: str, day_state: dict) -> str:
+    """What happened to a settled day, in the words of the skip reason."""
+    report = day_state.get("report")
+    if report == "none":
+        return f"{day}: no report (no KPI had landed by the deadline)"
+    if report == "partial":
+        amended = " and its amendment" if day_state.get("amended") else ""
+        return f"{day}: partial report{amended} launched"
+    return f"{day}: report launched"
 
 
 def _retry_decision(

@@ -9,14 +9,18 @@ every day of its range.
 
 import time
 import uuid
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import dagster as dg
+import pandas as pd
 
-from daily_index import progress
+from daily_index import checks, progress
+from daily_index.calendars import EXPECTED_GAP_CODES, expected_gap
 from daily_index.contract import KPIDataUpdate, KPIErrorUpdate, partition_timestamp
 from daily_index.defs.partitions import daily_partitions
 from daily_index.defs.resources import KpiSourcesResource, StorageResource
@@ -85,7 +89,10 @@ def _materializations(
         )
 
 
-def _store_kpi(series: KpiSeriesStore, kpi: KpiSpec, good: list[FetchOutcome]) -> None:
+def _store_kpi(
+    series: KpiSeriesStore, kpi: KpiSpec, good: list[FetchOutcome]
+) -> dict[date, SeriesRow]:
+    """Archive and upsert the KPI's new values; returns the series as written."""
     fetched_at = datetime.now(UTC)
     rows = []
     for outcome in good:
@@ -103,11 +110,67 @@ def _store_kpi(series: KpiSeriesStore, kpi: KpiSpec, good: list[FetchOutcome]) -
                 trace_id=update.trace_id,
             )
         )
-    series.upsert(kpi.id, rows)
+    return series.upsert_rows(kpi.id, rows)
 
 
 def _days(context: dg.AssetExecutionContext) -> list[date]:
     return [date.fromisoformat(key) for key in context.partition_keys]
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A KPI-day for which no observation exists or is expected: not a failure."""
+
+    spec: KpiSpec
+    day: date
+    reason: str
+    trace_id: str | None = None
+
+
+def _is_gap(outcome: FetchOutcome) -> bool:
+    update = outcome.update
+    return isinstance(update, KPIErrorUpdate) and update.error_code in EXPECTED_GAP_CODES
+
+
+def _check_specs(kpi: KpiSpec) -> list[dg.AssetCheckSpec]:
+    lower, upper, _ = checks.bounds(kpi)
+    rules = ["present or an expected gap", "finite"]
+    if lower is not None or upper is not None:
+        rules.append("within its bounds")
+    if checks.stale_days(kpi) > 1:
+        rules.append(f"not the same value {checks.stale_days(kpi)} observations running")
+    rules.append(f"jump within {kpi.checks.jump_sigma:g} σ of the last 30 changes (warning)")
+    with warnings.catch_warnings():
+        # Partitioned checks are a preview in Dagster 1.13; they are what shows a verdict per day.
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        spec = dg.AssetCheckSpec(
+            checks.CHECK_NAME,
+            asset=kpi_key(kpi.id),
+            description=f"{kpi.name}: " + "; ".join(rules) + ".",
+            partitions_def=daily_partitions,
+        )
+    return [spec]
+
+
+def _check_event(outcome: checks.CheckOutcome) -> dg.AssetCheckEvaluation:
+    metadata: dict[str, object] = {
+        v.rule: f"{'pass' if v.passed else 'FAIL'}: {v.detail}" for v in outcome.verdicts
+    }
+    metadata["failed_rules"] = ", ".join(v.rule for v in outcome.failed) or "none"
+    return dg.AssetCheckEvaluation(
+        asset_key=kpi_key(outcome.kpi_id),
+        check_name=checks.CHECK_NAME,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity(outcome.severity),
+        description=outcome.summary(),
+        metadata=metadata,
+        partition=outcome.day.isoformat(),
+    )
+
+
+def _history_frame(rows: dict[date, SeriesRow]) -> pd.DataFrame:
+    ordered = sorted(rows)
+    return pd.DataFrame({"date": ordered, "value": [rows[d].value for d in ordered]})
 
 
 def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
@@ -117,6 +180,7 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name="kpis",
         specs=[_spec_for(k) for k in kpis],
+        check_specs=[spec for k in kpis for spec in _check_specs(k)],
         partitions_def=daily_partitions,
         can_subset=True,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -126,28 +190,37 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         sources: KpiSourcesResource,
         storage: StorageResource,
-    ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetObservation | dg.AssetCheckEvaluation]:
         """Fetch every selected KPI for every day of the partition range, concurrently."""
         selected = [by_key[key] for key in sorted(context.selected_asset_keys) if key in by_key]
+        checked = {key.asset_key for key in context.selected_asset_check_keys}
         days = _days(context)
         today = sources.today_date() or datetime.now(UTC).date()
-        requests = [
-            FetchRequest(
-                spec=kpi,
-                day=day,
-                today=today,
-                trace_id=uuid.uuid4().hex,
-                timestamp=partition_timestamp(day),
-            )
-            for kpi in selected
-            for day in days
-        ]
+        gaps: list[Gap] = []
+        requests = []
+        for kpi in selected:
+            for day in days:
+                # A day outside the calendar or beyond the source's history is not asked for.
+                reason = expected_gap(kpi, day, today) if day <= today else None
+                if reason:
+                    gaps.append(Gap(kpi, day, reason))
+                    continue
+                requests.append(
+                    FetchRequest(
+                        spec=kpi,
+                        day=day,
+                        today=today,
+                        trace_id=uuid.uuid4().hex,
+                        timestamp=partition_timestamp(day),
+                    )
+                )
         store = storage.get_store()
         store.check()
         series = KpiSeriesStore(store)
         context.log.info(
             f"Fetching {len(selected)} KPIs x {len(days)} day(s) = {len(requests)} requests "
-            f"(concurrency {sources.concurrency}); storing to {store.description}"
+            f"(concurrency {sources.concurrency}; {len(gaps)} KPI-day(s) have no observation "
+            f"expected); storing to {store.description}"
         )
         good: dict[str, list[FetchOutcome]] = defaultdict(list)
         bad: dict[str, list[FetchOutcome]] = defaultdict(list)
@@ -157,7 +230,15 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
             nonlocal done
             done += 1
             ok = isinstance(outcome.update, KPIDataUpdate)
-            (good if ok else bad)[outcome.request.spec.id].append(outcome)
+            if ok:
+                good[outcome.request.spec.id].append(outcome)
+            elif _is_gap(outcome):
+                update = outcome.update
+                gaps.append(
+                    Gap(outcome.request.spec, outcome.request.day, update.error, update.trace_id)
+                )
+            else:
+                bad[outcome.request.spec.id].append(outcome)
             progress.emit("fetch", done, len(requests), outcome.request.spec.id, ok)
 
         outcomes = fetch_all(requests, sources.settings(), on_done=on_done)
@@ -165,21 +246,32 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
         # Stored after the fetches, not while they run: writer threads competing with the
         # fetch loop for the GIL made both slower (measured: 1.75 s against 1.0 s for 200).
         to_store = [kpi for kpi in selected if good[kpi.id]]
+        written: dict[str, dict[date, SeriesRow]] = {}
         with ThreadPoolExecutor(max_workers=store.write_parallelism) as pool:
             futures = [pool.submit(_store_kpi, series, kpi, good[kpi.id]) for kpi in to_store]
             for stored, (kpi, future) in enumerate(zip(to_store, futures, strict=True), start=1):
-                future.result()  # a storage failure fails the run, naming the store
+                written[kpi.id] = future.result()  # a storage failure fails the run
                 progress.emit("store", stored, len(futures), kpi.id)
 
         statuses: dict[date, dict[str, dict]] = defaultdict(dict)
         for outcome in outcomes:
             update = outcome.update
             entry: dict[str, object] = {"trace_id": update.trace_id, "at": time.time()}
-            if isinstance(update, KPIErrorUpdate):
+            if _is_gap(outcome):
+                entry |= {"status": "gap", "reason": update.error, "code": update.error_code}
+            elif isinstance(update, KPIErrorUpdate):
                 entry |= {"status": "failed", "reason": update.error, "code": update.error_code}
             else:
                 entry |= {"status": "ok", "value": update.value}
             statuses[outcome.request.day][outcome.request.spec.id] = entry
+        for gap in gaps:
+            if gap.trace_id is None:
+                statuses[gap.day][gap.spec.id] = {
+                    "status": "gap",
+                    "reason": gap.reason,
+                    "code": "not_in_calendar",
+                    "at": time.time(),
+                }
         for day, entries in statuses.items():
             record_fetch_status(store, day, entries)
 
@@ -201,6 +293,21 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
                         "attempts": outcome.attempts,
                     },
                 )
+        for gap in sorted(gaps, key=lambda g: (g.spec.id, g.day)):
+            yield dg.AssetObservation(
+                asset_key=kpi_key(gap.spec.id),
+                partition=gap.day.isoformat(),
+                metadata={"fetch_status": "expected_gap", "reason": gap.reason},
+            )
+        yield from _evaluate_checks(
+            [k for k in selected if kpi_key(k.id) in checked],
+            days,
+            good,
+            bad,
+            gaps,
+            written,
+            series,
+        )
 
         failed = {kpi_id: items for kpi_id, items in bad.items() if items}
         if failed:
@@ -220,3 +327,40 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
             )
 
     return kpis_asset
+
+
+def _evaluate_checks(
+    kpis: list[KpiSpec],
+    days: list[date],
+    good: dict[str, list[FetchOutcome]],
+    bad: dict[str, list[FetchOutcome]],
+    gaps: list[Gap],
+    written: dict[str, dict[date, SeriesRow]],
+    series: KpiSeriesStore,
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """The quality check of every KPI-day of the run, against the series as stored now."""
+    gap_reasons = {(g.spec.id, g.day): g.reason for g in gaps}
+    for kpi in kpis:
+        failures = {o.request.day: o.update.error for o in bad[kpi.id]}  # type: ignore[union-attr]
+        # A KPI that stored nothing this run is read once, for earlier values of its days.
+        rows = written.get(kpi.id)
+        if rows is None:
+            rows = series.rows(kpi.id) if failures else {}
+        history = _history_frame(rows)
+        fetched = {o.request.day for o in good[kpi.id]}
+        for day in days:
+            stored = rows.get(day)
+            value = stored.value if stored is not None else None
+            if day in fetched:
+                outcome = checks.evaluate(kpi, day, value, history, status="ok")
+            elif (kpi.id, day) in gap_reasons:
+                outcome = checks.evaluate(
+                    kpi, day, None, history, status="gap", reason=gap_reasons[(kpi.id, day)]
+                )
+            elif day in failures:
+                outcome = checks.evaluate(
+                    kpi, day, value, history, status="failed", reason=failures[day]
+                )
+            else:
+                continue
+            yield _check_event(outcome)

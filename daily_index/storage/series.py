@@ -101,22 +101,36 @@ class KpiSeriesStore:
 
     def upsert(self, kpi_id: str, rows: Iterable[SeriesRow]) -> int:
         """Insert or replace rows by date; returns the series length afterwards."""
+        return len(self.upsert_rows(kpi_id, rows))
+
+    def upsert_rows(self, kpi_id: str, rows: Iterable[SeriesRow]) -> dict[date, SeriesRow]:
+        """Insert or replace rows by date; returns the whole series as it was written.
+
+        The KPI step checks each new value against the series it joined, so handing the
+        merged rows back saves it a second GET per KPI.
+        """
         incoming = {r.day: r for r in rows}
         if not incoming:
-            return len(self.read(kpi_id))
+            return self.rows(kpi_id)
         key = series_key(kpi_id)
         where = f"{self.store.description}, {key}"
-        length = 0
+        written: dict[date, SeriesRow] = {}
 
         def merge(current: bytes | None) -> bytes:
-            nonlocal length
+            nonlocal written
             merged = _from_bytes(current, where) if current is not None else {}
             merged.update(incoming)
-            length = len(merged)
+            written = merged
             return _to_bytes(_to_table(merged))
 
         self.store.update(key, merge, content_type="application/vnd.apache.parquet")
-        return length
+        return written
+
+    def rows(self, kpi_id: str) -> dict[date, SeriesRow]:
+        """The whole series by date, in one GET (empty when there is none)."""
+        key = series_key(kpi_id)
+        data = self.store.read_bytes(key)
+        return {} if data is None else _from_bytes(data, f"{self.store.description}, {key}")
 
     def read(self, kpi_id: str, start: date | None = None, end: date | None = None) -> pd.DataFrame:
         """The series (one row per date, ascending) within [start, end], in one GET."""

@@ -27,6 +27,7 @@ from daily_index.defs.automation import (
     fanin_settings_from_env,
 )
 from daily_index.defs.partitions import daily_partitions
+from daily_index.registry import KpiSpec
 
 DAY = "2024-05-10"
 KEYS = [dg.AssetKey(["kpi", kpi_id]) for kpi_id in ("a", "b", "c")]
@@ -74,10 +75,13 @@ class Harness:
         instance: dg.DagsterInstance,
         settings: FaninSettings = SETTINGS,
         keys: list[dg.AssetKey] = KEYS,
+        specs: list[KpiSpec] | None = None,
     ) -> None:
         self.instance = instance
         self.clock = FakeClock(datetime(2024, 5, 10, 12, 0, tzinfo=UTC))
-        self.sensor = build_report_fanin_sensor(kpi_keys=keys, settings=settings, clock=self.clock)
+        self.sensor = build_report_fanin_sensor(
+            kpi_keys=keys, settings=settings, clock=self.clock, specs=specs or ()
+        )
         self.defs = dg.Definitions(
             assets=[stand_in_kpis(keys), report_test],
             jobs=[daily_kpis_job, daily_report_job],
@@ -436,3 +440,64 @@ def test_bad_settings_are_clear_errors(environ: dict[str, str], message: str) ->
     bad_name = next(iter(environ))
     if "TZ" not in bad_name:
         assert bad_name in str(error.value)
+
+
+def kpi_spec(kpi_id: str, calendar: str = "daily") -> KpiSpec:
+    return KpiSpec.model_validate(
+        {
+            "id": kpi_id,
+            "name": kpi_id.upper(),
+            "description": "A test KPI.",
+            "type": "yield",
+            "unit": "%",
+            "source": {"kind": "fred", "params": {"series_id": "X"}},
+            "metadata": {"source": "test", "category": "macro"},
+            "calendar": calendar,
+        }
+    )
+
+
+def test_a_day_outside_a_kpis_calendar_does_not_hold_the_report(instance) -> None:
+    saturday = "2024-05-11"
+    specs = [kpi_spec("a"), kpi_spec("b"), kpi_spec("c", calendar="business_days")]
+    harness = Harness(instance, specs=specs)
+    harness.land(saturday, "a", "b")
+    harness.clock.at(saturday, "12:05")
+    result = harness.tick()
+    assert run_keys(result) == [f"report-{saturday}"]
+    assert result.run_requests[0].tags[REPORT_TAG] == "complete"
+
+
+def observe(harness: Harness, day: str, kpi_id: str, status: str) -> None:
+    harness.instance.report_runless_asset_event(
+        dg.AssetObservation(
+            dg.AssetKey(["kpi", kpi_id]),
+            partition=day,
+            metadata={"fetch_status": status, "reason": "FRED marks no value that day"},
+        )
+    )
+
+
+def test_an_expected_gap_counts_as_landed_and_a_failure_does_not(harness: Harness) -> None:
+    harness.land(DAY, "a", "b")
+    observe(harness, DAY, "c", "failed")
+    harness.clock.at(DAY, "12:05")
+    assert f"report-{DAY}" not in run_keys(harness.tick())
+    observe(harness, DAY, "c", "expected_gap")
+    harness.clock.at(DAY, "12:06")
+    assert run_keys(harness.tick()) == [f"report-{DAY}"]
+
+
+def test_the_skip_reason_of_a_day_without_a_report_says_so(harness: Harness) -> None:
+    harness.clock.at(DAY, "14:00")
+    harness.tick()
+    harness.clock.at(DAY, "14:05")
+    reason = harness.tick().skip_reason.skip_message
+    assert reason == f"{DAY}: no report (no KPI had landed by the deadline)"
+
+
+def test_the_skip_reason_of_a_launched_day_names_it(harness: Harness) -> None:
+    harness.land(DAY, "a", "b", "c")
+    harness.clock.at(DAY, "12:05")
+    assert run_keys(harness.tick()) == [f"report-{DAY}"]
+    assert harness.tick().skip_reason.skip_message == f"{DAY}: report launched"
