@@ -28,6 +28,7 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from daily_index.formatting import format_value  # noqa: E402
 from daily_index.report.model import DayTable, KpiRow  # noqa: E402
 
 CHART_SIZE_IN = (6.4, 2.4)
@@ -73,41 +74,6 @@ class ChartSet(Mapping[str, Path]):
     def paths(self) -> list[Path]:
         """Every PNG written: the per-KPI charts, then the overview sheets."""
         return [*self.charts.values(), *self.overview]
-
-
-def format_number(value: float) -> str:
-    """Thousands separators; decimals scale with magnitude (0.0123, 12.35, 67,432)."""
-    magnitude = abs(value)
-    if magnitude >= 1000:
-        return f"{value:,.0f}"
-    if magnitude >= 1 or magnitude == 0:
-        return f"{value:,.2f}"
-    # four significant digits, trailing zeros dropped but at least two decimals
-    digits = min(8, 3 - int(math.floor(math.log10(magnitude))))
-    text = f"{value:.{digits}f}".rstrip("0")
-    return text + "0" * max(0, 2 - len(text.split(".")[1]))
-
-
-def format_value(value: float | None, unit: str) -> str:
-    """A KPI value as a reader expects it: '$67,432', '54.21%', '0.05123 BTC'.
-
-    None is 'missing', never zero.
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "missing"
-    number = format_number(value)
-    if unit == "%":
-        return f"{number}%"
-    if unit.upper() == "USD":
-        return f"-${number[1:]}" if number.startswith("-") else f"${number}"
-    return f"{number} {unit}".rstrip()
-
-
-def format_change(change: float | None) -> str:
-    """A percent change with its sign, or an en dash where it cannot be computed."""
-    if change is None or math.isnan(change):
-        return "–"
-    return f"{change:+.2f}%"
 
 
 def chart_title(name: str, unit: str) -> str:

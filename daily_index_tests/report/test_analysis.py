@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from daily_index.formatting import Change, format_value
 from daily_index.registry import KpiSpec
 from daily_index.report.analysis import (
     DATA_END,
@@ -21,17 +22,19 @@ from daily_index.report.analysis import (
     HEADLINE_MAX,
     PRESETS,
     RISKS_MAX_ITEMS,
+    SYSTEM_PROMPT,
     Analysis,
     AnalysisResult,
     LlmSettings,
     analyse,
     analysis_json_schema,
     default_client_factory,
-    format_value,
+    kpi_table_payload,
+    rank_moves,
     rule_based,
     validate_analysis,
 )
-from daily_index.report.model import DayTable, KpiRow, threshold_crossed
+from daily_index.report.model import DayTable, KpiRow, Observation, threshold_crossed
 from daily_index_tests.report.openai_stub import OpenAIStub, Reply, completion, error
 
 KEY = "sk-test-SECRET-0123456789abcdef"
@@ -46,6 +49,7 @@ def spec(
     kind: str = "price",
     high: float | None = None,
     low: float | None = None,
+    **extra: Any,
 ) -> KpiSpec:
     return KpiSpec.model_validate(
         {
@@ -57,6 +61,7 @@ def spec(
             "source": {"kind": "n8n"},
             "analysisConfig": {"alertThresholds": {"high": high, "low": low}},
             "metadata": {"source": "test", "category": "test"},
+            **extra,
         }
     )
 
@@ -69,15 +74,25 @@ def row(
     d30: float | None = None,
     *,
     reason: str | None = None,
+    z: float | None = None,
+    status: str | None = None,
+    last: Observation | None = None,
 ) -> KpiRow:
-    status = "ok" if value is not None else ("failed" if reason else "missing")
+    """A row whose changes are numbers in the KPI's own change unit."""
+    status = status or ("ok" if value is not None else ("failed" if reason else "missing"))
+    unit = kpi_spec.change_unit
     return KpiRow(
         spec=kpi_spec,
         value=value,
         status=status,
-        changes={1: d1, 7: d7, 30: d30},
+        changes={
+            h: None if c is None else Change(c, unit) for h, c in ((1, d1), (7, d7), (30, d30))
+        },
         crossed=threshold_crossed(kpi_spec, value),
         reason=reason,
+        zscore=z,
+        last=last,
+        earlier_fetch=status == "failed" and value is not None,
     )
 
 
@@ -226,22 +241,87 @@ def test_rule_based_stays_within_bounds_with_200_kpis() -> None:
     assert len(analysis.kpi_notes) == 200
 
 
-@pytest.mark.parametrize(
-    ("value", "unit", "text"),
-    [
-        (97_300, "USD", "$97,300"),
-        (3.21e12, "USD", "$3.21T"),
-        (160.5e9, "USD", "$160.5B"),
-        (0.9998, "USD", "$0.9998"),
-        (54.31, "%", "54.31%"),
-        (0.0102, "%", "0.0102%"),
-        (0.0372, "BTC", "0.0372 BTC"),
-        (74, "points", "74"),
-        (-3.5, "", "-3.5"),
-    ],
-)
-def test_format_value(value: float, unit: str, text: str) -> None:
-    assert format_value(value, unit) == text
+def test_a_funding_rates_raw_percent_no_longer_tops_a_prices_unusual_move() -> None:
+    # The funding rate fell from 0.0101% to 0.0075%: "-26%" as a percent change, but only
+    # -0.26 bp, and an ordinary day for it; BTC's +1.8% is five of its own sigmas.
+    funding = spec("btc_funding_rate", name="BTC funding", unit="%", kind="rate", changeUnit="bp")
+    rows = table(
+        row(funding, 0.0075, -0.26, z=-0.8),
+        row(spec("btc_price", name="BTC"), 97_300, 1.8, z=5.1),
+        row(spec("eth_price", name="ETH"), 3_400, 2.5, z=1.2),
+    )
+    assert [r.kpi_id for r in rank_moves(list(rows.rows))] == [
+        "btc_price",
+        "eth_price",
+        "btc_funding_rate",
+    ]
+    analysis = rule_based(rows)
+    assert analysis.headline.startswith("BTC +1.8% to $97,300; ETH +2.5% to $3,400")
+    assert "BTC (+1.8%, +5.1σ)" in analysis.summary
+    notes = {n.kpi_id: n.note for n in analysis.kpi_notes}
+    assert notes["btc_funding_rate"].startswith("0.0075%; 1d -0.26 bp")
+    assert any("BTC moved +1.8%" in r and "+5.1σ" in r for r in analysis.risks)
+    assert not any("funding" in r.lower() for r in analysis.risks)
+
+
+def test_without_zscores_only_percent_moves_are_ranked() -> None:
+    funding = spec("btc_funding_rate", unit="%", kind="rate", changeUnit="bp")
+    rows = [row(funding, 0.0075, -26.0), row(spec("btc_price"), 97_300, 1.8)]
+    assert [r.kpi_id for r in rank_moves(rows)] == ["btc_price"]
+
+
+def test_an_expected_gap_is_neither_missing_nor_a_risk() -> None:
+    yield_spec = spec("us_10y_yield", name="US 10Y", unit="%", kind="yield")
+    gap = row(
+        yield_spec,
+        None,
+        status="gap",
+        reason="no observation expected: weekend (saturday; a business-day series)",
+        last=Observation(date(2024, 12, 27), 4.3),
+    )
+    analysis = rule_based(table(gap, row(spec("btc_price", name="BTC"), 97_300, 1.0)))
+    assert "missing" not in analysis.headline
+    assert "Missing today" not in analysis.summary
+    assert "US 10Y" in analysis.summary and "no observation expected" in analysis.summary
+    assert not any("US 10Y" in r for r in analysis.risks)
+    note = next(n.note for n in analysis.kpi_notes if n.kpi_id == "us_10y_yield")
+    assert note == (
+        "no observation expected: weekend (saturday; a business-day series); "
+        "last 4.30% as of 2024-12-27"
+    )
+
+
+def test_a_failed_refetch_over_a_stored_value_is_said_so() -> None:
+    btc = spec("btc_price", name="BTC")
+    analysis = rule_based(table(row(btc, 97_300, 1.0, status="failed", reason="HTTP 503")))
+    note = analysis.kpi_notes[0].note
+    assert note.startswith("$97,300;") and "earlier fetch" in note and "HTTP 503" in note
+    assert any("earlier fetch" in r for r in analysis.risks)
+
+
+def test_the_llm_data_block_carries_unit_zscore_and_gap() -> None:
+    funding = spec("btc_funding_rate", unit="%", kind="rate", changeUnit="bp")
+    gap = row(
+        spec("us_10y_yield", unit="%", kind="yield"),
+        None,
+        status="gap",
+        reason="no observation expected: weekend",
+        last=Observation(date(2024, 12, 27), 4.3),
+    )
+    payload = kpi_table_payload(table(row(funding, 0.0075, -0.26, 1.5, z=-0.8), gap))
+    funding_data, gap_data = payload["kpis"]
+    assert funding_data["change_unit"] == "bp"
+    assert funding_data["change_1d"] == -0.26 and funding_data["change_7d"] == 1.5
+    assert funding_data["change_30d"] is None
+    assert funding_data["change_1d_text"] == "-0.26 bp"
+    assert funding_data["move_zscore"] == -0.8
+    assert funding_data["value_text"] == "0.0075%"
+    assert not any(key.endswith("_pct") for key in funding_data)
+    assert gap_data["status"] == "gap" and gap_data["reason"] == "no observation expected: weekend"
+    assert gap_data["last_value"] == 4.3 and gap_data["last_date"] == "2024-12-27"
+    for field in ("change_1d", "change_unit", "move_zscore", '"gap"', "last_date"):
+        assert field in SYSTEM_PROMPT
+    assert "_pct" not in SYSTEM_PROMPT
 
 
 # --- validation and schema ---------------------------------------------------------------

@@ -15,8 +15,6 @@ from daily_index.report.charts import (
     CHART_SIZE_IN,
     SPARKLINES_PER_SHEET,
     daily_values,
-    format_change,
-    format_value,
     preview_markdown,
     render_charts,
 )
@@ -29,32 +27,6 @@ def png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()[:24]
     assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
     return struct.unpack(">II", data[16:24])
-
-
-@pytest.mark.parametrize(
-    ("value", "unit", "expected"),
-    [
-        (67432.1, "USD", "$67,432"),
-        (-12.5, "USD", "-$12.50"),
-        (160_000_000_000.0, "USD", "$160,000,000,000"),
-        (54.2, "%", "54.20%"),
-        (0.01, "%", "0.01%"),
-        (0.0512, "BTC", "0.0512 BTC"),
-        (1234.5, "points", "1,234 points"),
-        (0.0, "%", "0.00%"),
-        (None, "USD", "missing"),
-        (float("nan"), "%", "missing"),
-    ],
-)
-def test_format_value(value, unit, expected):
-    assert format_value(value, unit) == expected
-
-
-@pytest.mark.parametrize(
-    ("change", "expected"), [(1.234, "+1.23%"), (-0.5, "-0.50%"), (0.0, "+0.00%"), (None, "–")]
-)
-def test_format_change(change, expected):
-    assert format_change(change) == expected
 
 
 def test_daily_values_reindexes_missing_days_to_nan_without_interpolating():
