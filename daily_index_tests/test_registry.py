@@ -118,3 +118,76 @@ def test_broken_registry_names_file_and_problem(text, words):
 def test_missing_file_is_a_registry_error(tmp_path):
     with pytest.raises(RegistryError, match="missing.yaml"):
         load_registry(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("rules", "rule", "field"),
+    [
+        pytest.param(
+            [{"kind": "zscroe", "threshold": 3}], "#1 (zscroe)", "kind", id="unknown-kind"
+        ),
+        pytest.param(
+            [{"kind": "above", "threshold": 1}, {"kind": "above", "threshold": "high"}],
+            "#2 (above)",
+            "threshold",
+            id="wrong-type",
+        ),
+        pytest.param([{"kind": "crossing"}], "#1 (crossing)", "(entry)", id="no-threshold"),
+        pytest.param(
+            [{"kind": "change", "threshold": 5, "days": 0}], "#1 (change)", "days", id="bad-days"
+        ),
+        pytest.param(
+            [{"kind": "below", "threshold": 1, "colour": "red"}],
+            "#1 (below)",
+            "colour",
+            id="unknown-field",
+        ),
+    ],
+)
+def test_broken_alert_rule_names_file_kpi_rule_and_field(rules, rule, field):
+    with pytest.raises(RegistryError) as caught:
+        parse_registry(registry_text(kpi(alerts=rules)), source="kpis.yaml")
+    message = str(caught.value)
+    assert message.startswith("kpis.yaml: KPI 'btc_price', alert rule " + rule), message
+    assert f"field '{field}'" in message, message
+
+
+def test_two_rules_with_the_same_name_need_an_id():
+    rules = [{"kind": "above", "threshold": 1}, {"kind": "above", "threshold": 1}]
+    with pytest.raises(RegistryError, match="give one of them an 'id'"):
+        parse_registry(registry_text(kpi(alerts=rules)), source="kpis.yaml")
+    rules[1]["id"] = "above_again"
+    parsed = parse_registry(registry_text(kpi(alerts=rules)), source="kpis.yaml")
+    assert [r.name for r in parsed.kpis[0].alerts] == ["above_1", "above_again"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "unit"),
+    [
+        pytest.param({}, "pct", id="price-percent"),
+        pytest.param({"type": "dominance", "unit": "%"}, "pp", id="dominance-points"),
+        pytest.param({"type": "rate", "unit": "%"}, "pp", id="rate-points"),
+        pytest.param({"type": "rate", "unit": "%", "changeUnit": "bp"}, "bp", id="override-bp"),
+        pytest.param({"type": "index", "unit": "points"}, "points", id="index"),
+    ],
+)
+def test_change_unit_by_type_and_override(changes, unit):
+    parsed = parse_registry(registry_text(kpi(**changes)), source="kpis.yaml")
+    assert parsed.kpis[0].change_unit == unit
+
+
+@pytest.mark.parametrize(
+    ("calendar", "kind", "weekday"),
+    [
+        ("business_days", "business_days", "monday"),
+        ({"kind": "weekly", "weekday": "wednesday"}, "weekly", "wednesday"),
+    ],
+)
+def test_calendar_as_string_or_mapping(calendar, kind, weekday):
+    parsed = parse_registry(registry_text(kpi(calendar=calendar)), source="kpis.yaml")
+    assert (parsed.kpis[0].calendar.kind, parsed.kpis[0].calendar.weekday) == (kind, weekday)
+
+
+def test_unknown_calendar_names_the_field():
+    with pytest.raises(RegistryError, match=r"KPI 'btc_price', field 'calendar.kind'"):
+        parse_registry(registry_text(kpi(calendar="hourly")), source="kpis.yaml")
