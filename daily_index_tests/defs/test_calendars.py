@@ -1,5 +1,8 @@
-"""Expected gaps through the KPI step: weekends, holidays and days a source cannot give are
-not failures, and every KPI-day gets its quality check, visible on the instance."""
+"""Expected gaps through the KPI step, and the quality check of every KPI-day.
+
+Weekends, holidays and days a source cannot give are not failures; every KPI-day gets its
+check, visible on the instance per partition.
+"""
 
 from __future__ import annotations
 
