@@ -16,6 +16,7 @@ from daily_index.defs.kpis import build_kpi_assets, kpi_key
 from daily_index.defs.partitions import daily_partitions
 from daily_index.defs.resources import KpiSourcesResource, StorageResource
 from daily_index.registry import load_registry
+from daily_index.report.model import load_day_table
 from daily_index.storage.objectstore import LocalObjectStore
 from daily_index.storage.series import KpiSeriesStore, read_fetch_status
 from daily_index_tests.apiserver import ApiServer
@@ -114,6 +115,23 @@ def test_a_fred_backfill_over_weekends_and_a_holiday_is_green(fred, tmp_path):
     evaluations = result.get_asset_check_evaluations()
     assert sorted(e.partition for e in evaluations) == [d.isoformat() for d in span]
     assert all(e.passed and e.check_name == CHECK_NAME for e in evaluations)
+
+    # Monday's 1-day change is against Friday, in percentage points.
+    monday = dg.materialize(
+        [build_kpi_assets(kpis=[YIELD])],
+        instance=instance,
+        partition_key=TODAY.isoformat(),
+        resources={
+            "sources": sources_for(fred),
+            "storage": StorageResource(local_dir=str(tmp_path)),
+        },
+    )
+    assert monday.success
+    row = load_day_table([YIELD], LocalObjectStore(tmp_path), TODAY).row("us_10y_yield")
+    friday = TODAY - timedelta(days=3)
+    change = row.changes[1]
+    assert change is not None and change.unit == "pp"
+    assert change.value == pytest.approx(float(dgs10_value(TODAY)) - float(dgs10_value(friday)))
 
 
 def test_past_days_a_source_cannot_give_are_gaps_without_a_request(fred, tmp_path):
