@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from daily_index import progress
+from daily_index.alerts.cli import alerts
 from daily_index.registry import RegistryError, load_registry, registry_path
 
 EXIT_OK, EXIT_PARTIAL, EXIT_CONFIG, EXIT_FAILED = 0, 1, 2, 3
@@ -631,6 +632,9 @@ def deliver(day: str, resend_failed: bool, amended: bool, no_progress: bool) -> 
         f"of {sent.get('endpoints', 0)} endpoints (ledger {sent.get('ledger')})"
     )
     sys.exit(EXIT_PARTIAL if sent.get("failed") or sent.get("dead") else EXIT_OK)
+
+
+main.add_command(alerts)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from daily_index.defs.alerts import (
+    build_check_failure_alert_sensor,
+    build_kpi_alert_sensor,
+    build_run_failure_alert_sensor,
+)
 from daily_index.defs.analysis import build_analysis_asset
 from daily_index.defs.automation import (
     build_daily_kpis_schedule,
@@ -46,16 +51,22 @@ def build_definitions(
     assets = [
         a.map_asset_specs(lambda spec: spec.replace_attributes(owners=OWNERS)) for a in assets
     ]
+    fanin = fanin_settings_from_env(env)
     return dg.Definitions(
         assets=assets,
         jobs=[daily_kpis_job, daily_report_job],
         schedules=[build_daily_kpis_schedule(**schedule_settings(env))],
         sensors=[
             build_report_fanin_sensor(
-                kpi_keys=[kpi_key(k.id) for k in kpis],
-                settings=fanin_settings_from_env(env),
-                specs=kpis,
-            )
+                kpi_keys=[kpi_key(k.id) for k in kpis], settings=fanin, specs=kpis
+            ),
+            build_kpi_alert_sensor(kpis=kpis, deadline=fanin.deadline),
+            build_run_failure_alert_sensor(),
+            build_check_failure_alert_sensor(
+                check_keys=sorted(
+                    {key for a in assets for key in a.check_keys}, key=lambda k: k.to_user_string()
+                )
+            ),
         ],
         resources=build_resources(env),
     )

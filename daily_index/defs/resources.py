@@ -299,6 +299,66 @@ def report_settings_from_env(environ: Mapping[str, str]) -> ReportSettingsResour
     )
 
 
+DEFAULT_UI_BASE_URL = "http://127.0.0.1:3000"
+
+
+class AlertsResource(dg.ConfigurableResource):
+    """Who gets KPI alerts and operator alerts, and which days still alert.
+
+    Without a recipients file every KPI alert goes to `<outbox_dir>/alerts/`; without
+    operator URLs, run and check failures go to `<outbox_dir>/operators/`.
+    """
+
+    recipients_file: str | None = None
+    outbox_dir: str = DEFAULT_OUTBOX_DIR
+    operator_urls: str | None = Field(
+        default=None, description="Comma-separated apprise URLs of the operators (a secret)."
+    )
+    ui_base_url: str = DEFAULT_UI_BASE_URL
+    window_days: int = Field(
+        default=3, description="Only days this recent alert (imports and backfills never do)."
+    )
+    max_attempts: int = Field(default=5, description="Sends per channel before it is dead.")
+
+    def recipients(self, *, known_kpis=None, known_rules=None) -> list:
+        """The KPI alert recipients (the file is read on each call, so edits apply)."""
+        from daily_index.alerts.recipients import load_recipients, outbox_recipient
+
+        if not self.recipients_file:
+            return [outbox_recipient(Path(self.outbox_dir) / "alerts")]
+        return load_recipients(self.recipients_file, known_kpis=known_kpis, known_rules=known_rules)
+
+    def operators(self) -> list:
+        from daily_index.alerts.recipients import operator_recipient, parse_url_list
+
+        urls = parse_url_list(self.operator_urls, variable="DAILY_INDEX_OPERATOR_URLS")
+        return [operator_recipient(urls, Path(self.outbox_dir) / "operators")]
+
+
+def alerts_from_env(environ: Mapping[str, str]) -> AlertsResource:
+    from daily_index.alerts.recipients import RecipientsError, parse_url_list
+
+    recipients = environ.get("DAILY_INDEX_ALERT_RECIPIENTS_FILE") or None
+    if recipients and not Path(recipients).is_file():
+        raise ConfigurationError(
+            f"DAILY_INDEX_ALERT_RECIPIENTS_FILE points at {recipients!r}, which is not a file"
+        )
+    try:
+        parse_url_list(
+            environ.get("DAILY_INDEX_OPERATOR_URLS"), variable="DAILY_INDEX_OPERATOR_URLS"
+        )
+    except RecipientsError as exc:
+        raise ConfigurationError(str(exc)) from None
+    return AlertsResource(
+        recipients_file=recipients,
+        outbox_dir=environ.get("DAILY_INDEX_OUTBOX_DIR", DEFAULT_OUTBOX_DIR),
+        operator_urls=_secret(environ, "DAILY_INDEX_OPERATOR_URLS"),
+        ui_base_url=environ.get("DAILY_INDEX_UI_BASE_URL") or DEFAULT_UI_BASE_URL,
+        window_days=env_int(environ, "DAILY_INDEX_ALERT_WINDOW_DAYS", 3, minimum=1),
+        max_attempts=env_int(environ, "DAILY_INDEX_ALERT_MAX_ATTEMPTS", 5, minimum=1),
+    )
+
+
 def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, object]:
     """All resources for the Definitions, from the environment (default: os.environ)."""
     from daily_index.storage.io_manager import ArtifactIOManager
@@ -311,5 +371,6 @@ def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, objec
         "analyst": analyst_from_env(env),
         "delivery": delivery_from_env(env),
         "report_settings": report_settings_from_env(env),
+        "alerts": alerts_from_env(env),
         "artifact_io_manager": ArtifactIOManager(storage=storage),
     }
