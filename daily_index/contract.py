@@ -201,6 +201,10 @@ def check_domain(update: KPIDataUpdate, kpi_type: str) -> str | None:
     return None
 
 
+IDENTITY_FIELDS = ("traceId", "kpiId", "timestamp")
+"""What every answer must echo from its trigger; never filled in on our side."""
+
+
 def parse_update(
     payload: Any,
     *,
@@ -211,11 +215,15 @@ def parse_update(
 ) -> KPIUpdate:
     """Validate a response body into a data or error update; never raises.
 
+    The answer must carry the trigger's `traceId` and `kpiId` and a `timestamp` on the
+    trigger's day (UTC): an answer that lacks one, or names another trace, KPI or day, is
+    rejected (it may be a stale cache or another execution's reply), never patched up.
+
     Args:
         payload: the decoded JSON body (any type; non-objects are rejected with a reason).
-        kpi_id: the KPI that was asked for; an answer about another KPI is rejected.
-        trace_id: the trace id of the request, used when the answer carries none.
-        timestamp: the partition timestamp, used for errors built here.
+        kpi_id: the KPI that was asked for.
+        trace_id: the trace id of the trigger.
+        timestamp: the trigger's timestamp; its UTC date is the day the answer must be of.
         kpi_type: when given, domain checks (no negative price, ...) apply.
     """
 
@@ -227,15 +235,12 @@ def parse_update(
     if not isinstance(payload, dict):
         return error(f"expected a JSON object, got {_describe(payload)}", "invalid_body")
     body = upgrade(payload)
-    body.setdefault("traceId", trace_id)
-    body.setdefault("timestamp", timestamp)
-    answered_for = body.get("kpiId")
-    if answered_for is not None and answered_for != kpi_id:
-        return error(
-            f"field 'kpiId': answer is for {_describe(answered_for)}, expected {kpi_id!r}",
-            "wrong_kpi",
-        )
-    body.setdefault("kpiId", kpi_id)
+    if problem := _identity_problem(body, kpi_id=kpi_id, trace_id=trace_id, timestamp=timestamp):
+        reason, code = problem
+        said = body.get("error")
+        if isinstance(said, str) and said.strip():
+            reason += f"; the answer's own error was: {_describe(said)}"
+        return error(reason, code)
 
     if "error" in body:
         try:
@@ -253,6 +258,60 @@ def parse_update(
     if kpi_type is not None and (problem := check_domain(update, kpi_type)):
         return error(problem, "out_of_domain")
     return update
+
+
+def _identity_problem(
+    body: dict[str, Any], *, kpi_id: str, trace_id: str, timestamp: str
+) -> tuple[str, str] | None:
+    """Why the answer is not the one to this trigger (reason, code), or None."""
+    missing = [name for name in IDENTITY_FIELDS if body.get(name) is None]
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        plural = "fields" if len(missing) > 1 else "field"
+        return (
+            f"{plural} {names}: missing; the answer must echo the trigger's traceId, kpiId "
+            "and a timestamp of its day",
+            "missing_field",
+        )
+    if body["kpiId"] != kpi_id:
+        return (
+            f"field 'kpiId': answer is for {_describe(body['kpiId'])}, expected {kpi_id!r}",
+            "wrong_kpi",
+        )
+    if body["traceId"] != trace_id:
+        return (
+            f"field 'traceId': answer carries {_describe(body['traceId'])}, expected "
+            f"{trace_id!r} (a reply to another trigger)",
+            "wrong_trace",
+        )
+    answered = body["timestamp"]
+    if not isinstance(answered, str):
+        return (
+            f"field 'timestamp': expected an ISO 8601 timestamp, got {_describe(answered)}",
+            "invalid_value",
+        )
+    try:
+        answered_day = _utc_day(answered)
+    except ValueError as exc:
+        return f"field 'timestamp': {exc}", "invalid_value"
+    expected_day = _utc_day(timestamp)
+    if answered_day < expected_day:
+        return (
+            f"field 'timestamp': the answer is of {answered_day}, not {expected_day}: stale, "
+            "nothing stored",
+            "stale",
+        )
+    if answered_day > expected_day:
+        return (
+            f"field 'timestamp': the answer is of {answered_day}, expected {expected_day}",
+            "wrong_day",
+        )
+    return None
+
+
+def _utc_day(value: str) -> date:
+    normalised = _utc_timestamp(value)
+    return datetime.fromisoformat(normalised.replace("Z", "+00:00")).date()
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

@@ -120,10 +120,13 @@ def _coingecko(rest: str, query: dict[str, str]) -> _Answer:
         currencies = [c for c in query.get("vs_currencies", "").lower().split(",") if c]
         if not ids or not currencies:
             return _error(400, "Missing parameter ids or vs_currencies")
+        with_time = query.get("include_last_updated_at", "").lower() == "true"
         answer = {}
         for coin in ids:
             quotes = {c: recorded[coin][c] for c in currencies if c in recorded.get(coin, {})}
             if quotes:
+                if with_time:
+                    quotes["last_updated_at"] = recorded[coin]["last_updated_at"]
                 answer[coin] = quotes
         return _Answer(200, answer)
     if rest == "/global":

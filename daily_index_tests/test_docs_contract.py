@@ -67,13 +67,24 @@ def test_example_validates_against_its_schema(name):
     assert {key: dumped.get(key) for key in wire} == wire  # nothing lost, extras included
 
 
-@pytest.mark.parametrize("name", ["data-update.json", "error-update.json", "v1-data-update.json"])
+def parse_as_answer_to_the_trigger_example(payload):
+    trigger = load("trigger.json")
+    return parse_update(
+        payload,
+        kpi_id=trigger["kpiId"],
+        trace_id=trigger["traceId"],
+        timestamp=trigger["timestamp"],
+    )
+
+
+ANSWERS = ["data-update.json", "error-update.json", "v1-data-update.json"]
+
+
+@pytest.mark.parametrize("name", ANSWERS)
 def test_example_answer_passes_parse_update(name):
     model, _ = EXAMPLES[name]
     example = load(name)
-    result = parse_update(
-        example, kpi_id="btc_price", trace_id="other-trace", timestamp="2000-01-01T00:00:00Z"
-    )
+    result = parse_as_answer_to_the_trigger_example(example)
     assert isinstance(result, model), getattr(result, "error", result)
     assert result.trace_id == example["traceId"]
     wire = result.to_wire()
@@ -82,10 +93,19 @@ def test_example_answer_passes_parse_update(name):
             assert wire[key] == value, key
 
 
+@pytest.mark.parametrize("name", ANSWERS)
+@pytest.mark.parametrize("field", ["traceId", "kpiId", "timestamp"])
+def test_example_answer_without_its_identity_is_refused(name, field):
+    """The schemas mark traceId, kpiId and timestamp required, and so does parse_update."""
+    model, legacy = EXAMPLES[name]
+    assert field in schema_of(model)["required"]
+    example = {k: v for k, v in load(name).items() if k != field}
+    result = parse_as_answer_to_the_trigger_example(example)
+    assert isinstance(result, KPIErrorUpdate) and result.error_code == "missing_field"
+
+
 def test_v1_example_is_upgraded():
-    result = parse_update(
-        load("v1-data-update.json"), kpi_id="btc_price", trace_id="t", timestamp=TS
-    )
+    result = parse_as_answer_to_the_trigger_example(load("v1-data-update.json"))
     assert isinstance(result, KPIDataUpdate)
     assert (result.value, result.unit) == (61234.5, "USD")
     assert result.to_wire()["legacyData"] == {"exchange": "aggregate"}
@@ -97,5 +117,5 @@ def test_an_invalid_example_would_fail():
     broken = {**load("data-update.json"), "value": "61234.5"}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema_of(KPIDataUpdate))
-    result = parse_update(broken, kpi_id="btc_price", trace_id="t", timestamp=TS)
+    result = parse_as_answer_to_the_trigger_example(broken)
     assert isinstance(result, KPIErrorUpdate) and "'value'" in result.error

@@ -79,6 +79,10 @@ class KpiSourcesResource(dg.ConfigurableResource):
     timeout_s: float = 15.0
     max_attempts: int = 4
     concurrency: int = 32
+    max_response_bytes: int = Field(
+        default=1_048_576, description="Largest API answer read, in bytes (decompressed)."
+    )
+    max_json_depth: int = Field(default=64, description="Deepest JSON nesting parsed.")
     today: str | None = Field(
         default=None,
         description="Pretend today is this date (demo on recorded data); default: the UTC date.",
@@ -94,6 +98,8 @@ class KpiSourcesResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s,
             max_attempts=self.max_attempts,
             concurrency=self.concurrency,
+            max_response_bytes=self.max_response_bytes,
+            max_json_depth=self.max_json_depth,
         )
 
     def today_date(self) -> date | None:
@@ -205,6 +211,10 @@ def sources_from_env(environ: Mapping[str, str]) -> KpiSourcesResource:
         timeout_s=env_float(environ, "DAILY_INDEX_FETCH_TIMEOUT_S", 15.0),
         max_attempts=env_int(environ, "DAILY_INDEX_FETCH_MAX_ATTEMPTS", 4),
         concurrency=env_int(environ, "DAILY_INDEX_FETCH_CONCURRENCY", 32),
+        max_response_bytes=env_int(
+            environ, "DAILY_INDEX_MAX_RESPONSE_BYTES", 1_048_576, minimum=1
+        ),
+        max_json_depth=env_int(environ, "DAILY_INDEX_MAX_JSON_DEPTH", 64, minimum=1),
         today=environ.get("DAILY_INDEX_TODAY") or None,
     )
 

@@ -90,16 +90,19 @@ def _coingecko(rng: random.Random, days: list[date]) -> dict[str, list[float]]:
                 ],
             },
         )
-    # /simple/price answers "now", i.e. the last recorded point of DEMO_DAY.
+    # /simple/price answers "now", i.e. the last recorded point of DEMO_DAY, with the
+    # `last_updated_at` (unix seconds) the API adds on `include_last_updated_at=true`.
+    updated = int(moments[-1].timestamp())
     _write(
         "coingecko/simple_price.json",
         {
-            "bitcoin": {"usd": round(usd["bitcoin"][-1], 2)},
+            "bitcoin": {"usd": round(usd["bitcoin"][-1], 2), "last_updated_at": updated},
             "ethereum": {
                 "usd": round(usd["ethereum"][-1], 2),
                 "btc": round(series["ethereum_btc"][-1], 8),
+                "last_updated_at": updated,
             },
-            "solana": {"usd": round(usd["solana"][-1], 2)},
+            "solana": {"usd": round(usd["solana"][-1], 2), "last_updated_at": updated},
         },
     )
     return usd
@@ -265,17 +268,20 @@ def _defillama(rng: random.Random, days: list[date]) -> list[float]:
 
 
 def _fred(rng: random.Random, days: list[date]) -> None:
+    # Recorded as FRED answers once the last day is published, so the demo's "today" has
+    # its value. Live, FRED lags a day or more and today is `stale` until it publishes; the
+    # source tests serve such a lagging answer.
     series = {
-        # id: (start, end, sigma, decimals, business days only, last published day)
-        "DGS10": (4.25, 4.1, 0.01, 2, True, LAST_DAY - timedelta(days=1)),
-        "DTWEXBGS": (121.5, 120.0, 0.003, 4, True, LAST_DAY - timedelta(days=4)),
-        "DFF": (3.9, 3.9, 0.0015, 2, False, LAST_DAY - timedelta(days=1)),
+        # id: (start, end, sigma, decimals, business days only)
+        "DGS10": (4.25, 4.1, 0.01, 2, True),
+        "DTWEXBGS": (121.5, 120.0, 0.003, 4, True),
+        "DFF": (3.9, 3.9, 0.0015, 2, False),
     }
-    for series_id, (start, end, sigma, decimals, business, last) in series.items():
+    for series_id, (start, end, sigma, decimals, business) in series.items():
         values = _walk(rng, start, end, len(days), sigma)
         observations = []
         for day, value in zip(days, values, strict=True):
-            if day > last or (business and day.weekday() >= 5):
+            if business and day.weekday() >= 5:
                 continue
             text = "." if business and day in FRED_HOLIDAYS else f"{value:.{decimals}f}"
             observations.append(

@@ -8,7 +8,6 @@ fetcher below refuses the network and any file outside the chart and template fo
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -23,13 +22,16 @@ import jinja2
 from weasyprint import CSS, HTML
 from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
-from daily_index.report.charts import ChartSet, chart_title, format_change, format_value
+from daily_index.formatting import Change, format_change, format_value, format_zscore
+from daily_index.report.analysis import rank_moves
+from daily_index.report.charts import ChartSet, chart_title
 from daily_index.report.model import CHANGE_HORIZONS, DayTable, KpiRow
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 TEMPLATE = "report.html.j2"
 STYLESHEET = "report.css"
 MISSING_LISTED_ON_COVER = 12
+MOVERS_ON_COVER = 6
 
 
 class RefusedURLError(ValueError):
@@ -95,10 +97,11 @@ def _paragraphs(text: str | None) -> list[str]:
     return [p.strip() for p in (text or "").split("\n\n") if p.strip()]
 
 
-def _change_class(change: float | None) -> str:
-    if change is None or math.isnan(change) or abs(change) < 0.005:
+def _change_class(change: Change | None) -> str:
+    # The formatter drops the sign of a change that rounds to zero.
+    if change is None or format_change(change)[0] not in "+-":
         return "flat"
-    return "up" if change > 0 else "down"
+    return "up" if change.value > 0 else "down"
 
 
 def _flag(row: KpiRow) -> dict[str, str] | None:
@@ -117,6 +120,7 @@ def _flag(row: KpiRow) -> dict[str, str] | None:
 def _row_view(row: KpiRow, chart: Path | None) -> dict[str, Any]:
     spec = row.spec
     limits = spec.analysis_config.alert_thresholds
+    as_of = row.as_of
     return {
         "id": spec.id,
         "name": spec.name,
@@ -124,6 +128,14 @@ def _row_view(row: KpiRow, chart: Path | None) -> dict[str, Any]:
         "category": spec.metadata.category,
         "value": format_value(row.value, spec.unit),
         "missing": row.value is None,
+        "gap": row.status == "gap",
+        "problem": row.is_problem,
+        "earlier_fetch": row.earlier_fetch,
+        "as_of": (
+            {"value": format_value(as_of.value, spec.unit), "day": as_of.day.isoformat()}
+            if as_of
+            else None
+        ),
         "status": row.status,
         "changes": [
             {
@@ -133,6 +145,7 @@ def _row_view(row: KpiRow, chart: Path | None) -> dict[str, Any]:
             }
             for h in CHANGE_HORIZONS
         ],
+        "zscore": format_zscore(row.zscore),
         "flag": _flag(row),
         "thresholds": " / ".join(
             f"{label} {format_value(level, spec.unit)}"
@@ -184,13 +197,11 @@ def build_context(
     categories: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         categories.setdefault(row["category"], []).append(row)
-    missing = [row for row in rows if row["status"] != "ok"]
+    missing = [by_id[r.kpi_id] for r in table.missing]
+    problems = [by_id[r.kpi_id] for r in table.problems]
+    gaps = [by_id[r.kpi_id] for r in table.gaps]
     crossed = [row for row in rows if row["flag"]]
-    movers = sorted(
-        (r for r in table.rows if r.changes.get(1) is not None),
-        key=lambda r: abs(r.changes[1] or 0.0),
-        reverse=True,
-    )[:6]
+    movers = rank_moves(list(table.rows))[:MOVERS_ON_COVER]
     notes = []
     for note in analysis.get("kpi_notes") or []:
         kpi_id = str(note.get("kpi_id", ""))
@@ -224,11 +235,15 @@ def build_context(
             for key, members in categories.items()
         ],
         "total": len(rows),
-        "reported": len(rows) - len(missing),
+        "reported": sum(1 for r in table.rows if r.value is not None),
+        "expected": len(rows) - len(gaps),
         "missing": missing,
         "missing_listed": missing[:MISSING_LISTED_ON_COVER],
+        "problems": problems,
+        "gaps": gaps,
         "crossed": crossed,
-        "movers": [by_id[r.kpi_id] | {"change1": r.changes[1]} for r in movers],
+        "movers": [by_id[r.kpi_id] for r in movers],
+        "movers_by_z": any(r.zscore is not None for r in movers),
         "partial": partial,
         "demo": demo,
         "overview": [p.resolve().as_uri() for p in charts.overview],

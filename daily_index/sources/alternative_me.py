@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from daily_index.contract import KPIUpdate
 from daily_index.sources.base import FetchRequest, SourceSettings
-from daily_index.sources.common import data_update, number, shape_error, utc_day
+from daily_index.sources.common import (
+    data_update,
+    iso_utc,
+    number,
+    require_day,
+    shape_error,
+    utc_day,
+)
 from daily_index.sources.http import Http, SourceError
 
 FAMILY = "alternative_me"
@@ -26,21 +33,28 @@ async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> 
     entries = body.get("data")
     if not isinstance(entries, list) or not entries:
         raise shape_error("/fng/ field 'data'", "a non-empty list of entries", entries)
+    days = []
     for entry in entries:
         if not isinstance(entry, dict):
             continue
         try:
             stamp = number(entry.get("timestamp"), "/fng/ field 'timestamp'")
-        except SourceError:
+            day = utc_day(stamp)
+        except (SourceError, ValueError, OverflowError, OSError):
             continue
-        if utc_day(stamp) == request.day:
+        days.append(day)
+        if day == request.day:
             value = number(entry.get("value"), f"/fng/ field 'value' for {request.day}")
             return data_update(
                 request,
                 value,
+                observed_on=day,
+                observed_at=iso_utc(stamp),
                 endpoint="alternative_me/fng",
                 classification=entry.get("value_classification"),
             )
+    if days and max(days) < request.day:
+        require_day(request, max(days), "alternative.me's newest Fear & Greed entry")
     newest = entries[0].get("timestamp") if isinstance(entries[0], dict) else None
     raise SourceError(
         f"/fng/ has no entry for {request.day} among its {len(entries)} newest "

@@ -48,6 +48,10 @@ class SourceSettings:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 10.0
     concurrency: int = 32
+    # The largest answer (decompressed) read before refusing it, and the deepest nesting
+    # parsed: a bigger or deeper body is a broken or hostile far end, not data.
+    max_response_bytes: int = 1_048_576
+    max_json_depth: int = 64
 
     def base_url(self, spec: KpiSpec, family: str) -> str:
         chosen = spec.source.base_url or self.base_urls.get(family) or DEFAULT_BASE_URLS[family]

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from daily_index.contract import KPIUpdate
 from daily_index.sources.base import FetchRequest, SourceSettings
-from daily_index.sources.common import data_update, day_bounds_ms, number, shape_error
+from daily_index.sources.common import (
+    data_update,
+    day_bounds_ms,
+    iso_utc_ms,
+    number,
+    require_day,
+    shape_error,
+    utc_day,
+)
 from daily_index.sources.http import Http, SourceError
 
 SPOT = "binance_spot"
@@ -27,6 +35,11 @@ def _symbol(request: FetchRequest) -> str:
             f"registry: source param 'symbol' of KPI {request.spec.id!r} is missing", "bad_params"
         )
     return symbol.upper()
+
+
+def _is_ms(value: object) -> bool:
+    """A plausible unix time in milliseconds (Binance's only time format)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 32_503_680_000_000
 
 
 async def fetch_kline(request: FetchRequest, settings: SourceSettings, http: Http) -> KPIUpdate:
@@ -48,6 +61,10 @@ async def fetch_kline(request: FetchRequest, settings: SourceSettings, http: Htt
         raise shape_error("/api/v3/klines", "a list of kline arrays", rows)
     row = next((r for r in rows if isinstance(r, list) and len(r) >= 8 and r[0] == start), None)
     if row is None:
+        opens = [r[0] for r in rows if isinstance(r, list) and r and _is_ms(r[0])]
+        if opens and max(opens) < start:
+            newest = utc_day(max(opens) / 1000)
+            require_day(request, newest, f"Binance's newest {symbol} 1d kline")
         raise SourceError(
             f"/api/v3/klines has no {symbol} 1d kline opening {request.day} 00:00 UTC "
             f"({len(rows)} rows in the answer)",
@@ -58,6 +75,7 @@ async def fetch_kline(request: FetchRequest, settings: SourceSettings, http: Htt
     return data_update(
         request,
         value,
+        observed_on=request.day,
         endpoint="binance/api/v3/klines",
         symbol=symbol,
         field=field,
@@ -76,14 +94,21 @@ async def fetch_funding(request: FetchRequest, settings: SourceSettings, http: H
     )
     if not isinstance(rows, list):
         raise shape_error("/fapi/v1/fundingRate", "a list of funding events", rows)
-    rates = [
-        number(r.get("fundingRate"), f"/fapi/v1/fundingRate {symbol} fundingRate")
+    in_day = [
+        r
         for r in rows
-        if isinstance(r, dict)
-        and isinstance(r.get("fundingTime"), int)
-        and start <= r["fundingTime"] <= end
+        if isinstance(r, dict) and _is_ms(r.get("fundingTime")) and start <= r["fundingTime"] <= end
+    ]
+    rates = [
+        number(r.get("fundingRate"), f"/fapi/v1/fundingRate {symbol} fundingRate") for r in in_day
     ]
     if not rates:
+        times = [
+            r["fundingTime"] for r in rows if isinstance(r, dict) and _is_ms(r.get("fundingTime"))
+        ]
+        if times and max(times) < start:
+            newest = utc_day(max(times) / 1000)
+            require_day(request, newest, f"Binance's newest {symbol} funding event")
         raise SourceError(
             f"/fapi/v1/fundingRate returned no {symbol} funding events for {request.day} "
             f"({len(rows)} rows in the answer)",
@@ -94,6 +119,8 @@ async def fetch_funding(request: FetchRequest, settings: SourceSettings, http: H
     return data_update(
         request,
         average_percent,
+        observed_on=request.day,
+        observed_at=iso_utc_ms(max(r["fundingTime"] for r in in_day)),
         endpoint="binance/fapi/v1/fundingRate",
         symbol=symbol,
         samples=len(rates),

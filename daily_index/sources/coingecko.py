@@ -1,9 +1,11 @@
 """CoinGecko (keyless public API): coin prices and global market figures.
 
-`coingecko_price` (params `coin`, `vs`): today from `/simple/price`, a past day from
+`coingecko_price` (params `coin`, `vs`): today from `/simple/price` with the coin's
+`last_updated_at`, which must fall on the day; a past day from
 `/coins/{coin}/market_chart/range` (the last point inside that UTC day).
-`coingecko_global` (param `field`, a dotted path into `data` of `/global`): today only; the
-keyless API keeps no history of these figures, so a past day is an error that says so.
+`coingecko_global` (param `field`, a dotted path into `data` of `/global`): today only, and
+only when `data.updated_at` falls on the day; the keyless API keeps no history of these
+figures, so a past day is an expected gap (`no_history`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ from typing import Any
 
 from daily_index.contract import KPIUpdate
 from daily_index.sources.base import FetchRequest, SourceSettings
-from daily_index.sources.common import data_update, day_bounds_s, number, shape_error
+from daily_index.sources.common import (
+    data_update,
+    day_bounds_s,
+    iso_utc,
+    iso_utc_ms,
+    number,
+    require_day,
+    shape_error,
+    utc_day,
+)
 from daily_index.sources.http import Http, SourceError
 
 FAMILY = "coingecko"
@@ -34,7 +45,8 @@ async def fetch_price(request: FetchRequest, settings: SourceSettings, http: Htt
     base = settings.base_url(request.spec, FAMILY)
     if not request.is_past:
         body = await http.get_json(
-            f"{base}/simple/price", params={"ids": coin, "vs_currencies": vs}
+            f"{base}/simple/price",
+            params={"ids": coin, "vs_currencies": vs, "include_last_updated_at": "true"},
         )
         if not isinstance(body, dict):
             raise shape_error("/simple/price", "an object keyed by coin id", body)
@@ -45,8 +57,22 @@ async def fetch_price(request: FetchRequest, settings: SourceSettings, http: Htt
                 f"{sorted(body)[:5]})",
                 "no_data",
             )
+        updated = _unix_seconds(
+            quotes.get("last_updated_at"), f"/simple/price field {coin}.last_updated_at"
+        )
+        require_day(
+            request, utc_day(updated), f"CoinGecko's {coin} quote (last updated {iso_utc(updated)})"
+        )
         value = number(quotes[vs], f"/simple/price field {coin}.{vs}")
-        return data_update(request, value, endpoint="coingecko/simple/price", coin=coin, vs=vs)
+        return data_update(
+            request,
+            value,
+            observed_on=utc_day(updated),
+            observed_at=iso_utc(updated),
+            endpoint="coingecko/simple/price",
+            coin=coin,
+            vs=vs,
+        )
 
     start, end = day_bounds_s(request.day)
     body = await http.get_json(
@@ -72,11 +98,26 @@ async def fetch_price(request: FetchRequest, settings: SourceSettings, http: Htt
     return data_update(
         request,
         value,
+        observed_on=request.day,
+        observed_at=iso_utc_ms(moment_ms),
         endpoint="coingecko/coins/market_chart/range",
         coin=coin,
         vs=vs,
         pointTime=int(moment_ms),
     )
+
+
+def _unix_seconds(value: Any, what: str) -> float:
+    """A unix time in seconds that the answer must carry: the only date it gives."""
+    if value is None:
+        raise SourceError(
+            f"{what} is missing; without it the day of the value is unknown, nothing stored",
+            "missing_field",
+        )
+    stamp = number(value, what)
+    if not 0 < stamp < 32_503_680_000:  # 3000-01-01: anything later is not unix seconds
+        raise SourceError(f"{what} is {value!r}; expected unix seconds", "invalid_value")
+    return stamp
 
 
 def _in_range(moment_ms: Any, start_s: int, end_s: int) -> bool:
@@ -88,7 +129,8 @@ async def fetch_global(request: FetchRequest, settings: SourceSettings, http: Ht
     if request.is_past:
         raise SourceError(
             f"CoinGecko's keyless API has no history for /global (field {path!r}), so "
-            f"{request.day} cannot be fetched; import it from a CSV instead",
+            f"{request.day} cannot be fetched; loading history from a file is planned (its "
+            "own issue), until then the day stays empty",
             "no_history",
         )
     base = settings.base_url(request.spec, FAMILY)
@@ -96,6 +138,10 @@ async def fetch_global(request: FetchRequest, settings: SourceSettings, http: Ht
     node: Any = body.get("data") if isinstance(body, dict) else None
     if not isinstance(node, dict):
         raise shape_error("/global field 'data'", "an object", node)
+    updated = _unix_seconds(node.get("updated_at"), "/global field data.updated_at")
+    require_day(
+        request, utc_day(updated), f"CoinGecko's /global figures (updated {iso_utc(updated)})"
+    )
     walked = "data"
     for part in path.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -105,4 +151,11 @@ async def fetch_global(request: FetchRequest, settings: SourceSettings, http: Ht
         node = node[part]
         walked = f"{walked}.{part}"
     value = number(node, f"/global field data.{path}")
-    return data_update(request, value, endpoint="coingecko/global", field=path)
+    return data_update(
+        request,
+        value,
+        observed_on=utc_day(updated),
+        observed_at=iso_utc(updated),
+        endpoint="coingecko/global",
+        field=path,
+    )

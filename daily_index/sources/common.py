@@ -35,6 +35,40 @@ def iso_utc(unix_seconds: float) -> str:
     return datetime.fromtimestamp(unix_seconds, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
+def iso_utc_ms(unix_ms: float) -> str:
+    return iso_utc(unix_ms / 1000)
+
+
+def require_day(request: FetchRequest, observed: date, what: str) -> None:
+    """Refuse an observation that is not of the request's day (UTC).
+
+    `what` names the observation in the reason, e.g. "DefiLlama's newest stablecoin point".
+    An older one is `stale`: worth retrying today (the source may still publish the day),
+    final for a past day. A later one is `wrong_day`: storing it would put a future value
+    under this date.
+
+    Raises:
+        SourceError: `stale` or `wrong_day`, with both dates in the reason.
+    """
+    if observed == request.day:
+        return
+    if observed < request.day:
+        later = (
+            "; it may still be published, so a later run can retry" if not request.is_past else ""
+        )
+        raise SourceError(
+            f"{what} is {observed}, not {request.day}: stale, nothing stored{later}",
+            "stale",
+            retryable=not request.is_past,
+            observedOn=observed.isoformat(),
+        )
+    raise SourceError(
+        f"{what} is {observed}, after {request.day}: another day's value, nothing stored",
+        "wrong_day",
+        observedOn=observed.isoformat(),
+    )
+
+
 def number(value: Any, what: str) -> float:
     """A finite float from a JSON number or a numeric string, else a SourceError.
 
@@ -73,12 +107,27 @@ def next_day(day: date) -> date:
     return day + timedelta(days=1)
 
 
-def data_update(request: FetchRequest, value: float, **metadata: Any) -> KPIDataUpdate:
+def data_update(
+    request: FetchRequest,
+    value: float,
+    *,
+    observed_on: date,
+    observed_at: str | None = None,
+    **metadata: Any,
+) -> KPIDataUpdate:
     """The success update for a request, after the KPI type's domain check.
+
+    `observed_on` is the day of the source's own observation (checked against the request:
+    only a value of the request's day is ever stored under it); `observed_at` its time, ISO
+    UTC, where the API gives one. Both go into the metadata as `observedOn` / `observedAt`.
 
     Raises:
         SourceError: the value is impossible for the KPI's type (negative price, ...).
     """
+    require_day(request, observed_on, "the observation")
+    observed = {"observedOn": observed_on.isoformat()}
+    if observed_at is not None:
+        observed["observedAt"] = observed_at
     spec = request.spec
     update = KPIDataUpdate(
         traceId=request.trace_id,
@@ -87,7 +136,7 @@ def data_update(request: FetchRequest, value: float, **metadata: Any) -> KPIData
         value=value,
         unit=spec.unit or None,
         source=spec.metadata.source,
-        metadata={"sourceKind": spec.source.kind, **metadata},
+        metadata={"sourceKind": spec.source.kind, **metadata, **observed},
     )
     problem = check_domain(update, spec.type)
     if problem:

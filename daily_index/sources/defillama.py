@@ -1,4 +1,9 @@
-"""DefiLlama stablecoins: total circulating USD-pegged supply (`/stablecoincharts/all`)."""
+"""DefiLlama stablecoins: total circulating USD-pegged supply (`/stablecoincharts/all`).
+
+The answer is the whole history, one point per UTC day stamped at 00:00 (`date`, unix
+seconds as a string). A day's value is that day's own point: today's point may not be out
+yet, and the newest one then is yesterday's, which is `stale`, never stored under today.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,11 @@ from daily_index.contract import KPIUpdate
 from daily_index.sources.base import FetchRequest, SourceSettings
 from daily_index.sources.common import (
     data_update,
-    day_bounds_s,
     iso_utc,
     number,
+    require_day,
     shape_error,
+    utc_day,
 )
 from daily_index.sources.http import Http, SourceError
 
@@ -21,28 +27,59 @@ async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> 
     points = await http.get_json(f"{base}/stablecoincharts/all")
     if not isinstance(points, list) or not points:
         raise shape_error("/stablecoincharts/all", "a non-empty list of daily points", points)
-    start, end = day_bounds_s(request.day)
     dated: list[tuple[float, dict]] = []
     for point in points:
         if isinstance(point, dict):
             try:
-                dated.append((number(point.get("date"), "/stablecoincharts/all 'date'"), point))
-            except SourceError:
+                stamp = number(point.get("date"), "/stablecoincharts/all 'date'")
+                utc_day(stamp)
+            except (SourceError, ValueError, OverflowError, OSError):
                 continue
-    if request.is_past:
-        # History is daily at 00:00 UTC: a past day must be that day's own point.
-        candidates = [(stamp, p) for stamp, p in dated if start <= stamp <= end]
-    else:
-        # Today's point may not be out yet; the latest one not after the day stands in.
-        candidates = [(stamp, p) for stamp, p in dated if stamp <= end]
+            dated.append((stamp, point))
+    unparseable = len(points) - len(dated)
+    skipped = (
+        f"; {unparseable} of {len(points)} points had no valid date and were skipped"
+        if unparseable
+        else ""
+    )
+    # The latest point not after the day: the day's own, or the newest before it.
+    candidates = [(stamp, p) for stamp, p in dated if utc_day(stamp) <= request.day]
     if not candidates:
+        newest = iso_utc(max(s for s, _ in dated)) if dated else "none"
         raise SourceError(
-            f"/stablecoincharts/all has no point for {request.day} ({len(points)} points, "
-            f"latest {iso_utc(max(s for s, _ in dated)) if dated else 'none'})",
+            f"/stablecoincharts/all has no point on or before {request.day} "
+            f"({len(points)} points, newest {newest}){skipped}",
             "no_data",
             retryable=not request.is_past,
+            unparseablePoints=unparseable,
         )
     stamp, point = max(candidates, key=lambda item: item[0])
+    try:
+        return _value_of(request, points, dated, stamp, point, unparseable)
+    except SourceError as exc:
+        # Skipped points may be why the day is missing: every reason says how many.
+        exc.reason += skipped
+        exc.metadata["unparseablePoints"] = unparseable
+        raise
+
+
+def _value_of(
+    request: FetchRequest,
+    points: list,
+    dated: list[tuple[float, dict]],
+    stamp: float,
+    point: dict,
+    unparseable: int,
+) -> KPIUpdate:
+    observed = utc_day(stamp)
+    if observed != request.day and any(utc_day(s) > request.day for s, _ in dated):
+        # Points after the day but none on it: a hole in DefiLlama's history, not lateness.
+        raise SourceError(
+            f"/stablecoincharts/all has no point for {request.day} ({len(points)} points; the "
+            f"one before it is {observed}, later ones exist)",
+            "no_data",
+        )
+    require_day(request, observed, "DefiLlama's newest stablecoin point")
     circulating = point.get("totalCirculatingUSD")
     if not isinstance(circulating, dict):
         raise shape_error(
@@ -55,5 +92,11 @@ async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> 
         f"/stablecoincharts/all field totalCirculatingUSD.peggedUSD at {iso_utc(stamp)}",
     )
     return data_update(
-        request, value, endpoint="defillama/stablecoincharts/all", pointTime=iso_utc(stamp)
+        request,
+        value,
+        observed_on=observed,
+        observed_at=iso_utc(stamp),
+        endpoint="defillama/stablecoincharts/all",
+        pointTime=iso_utc(stamp),
+        unparseablePoints=unparseable,
     )

@@ -1,18 +1,20 @@
 """FRED (St. Louis Fed) series observations; needs an API key (`FRED_API_KEY`).
 
-A past day asks for exactly that date: "." (FRED's marker for no value) or no row is an
-error, never a neighbour's value. Today asks for the ten days up to the day and takes the
-latest real observation, because daily series are published a day or more late; the date
-actually observed goes into the metadata as `observedOn`.
+A past day asks for exactly that date: "." (FRED's marker for no value, e.g. a market
+holiday) is an expected gap (`no_observation`); no row at all is a failure (`no_data`); a
+neighbour's value is never taken. Today asks for the ten days up to the day so the answer
+shows how far the series has got: FRED publishes daily series a day or more late, so its
+newest observation is usually older than today, which is `stale` (retried later), never
+stored under today's date.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from daily_index.contract import KPIUpdate
 from daily_index.sources.base import FetchRequest, SourceSettings
-from daily_index.sources.common import data_update, number, shape_error
+from daily_index.sources.common import data_update, number, require_day, shape_error
 from daily_index.sources.http import Http, SourceError
 
 FAMILY = "fred"
@@ -53,20 +55,21 @@ async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> 
         if isinstance(o, dict) and window[0] <= str(o.get("date")) <= window[1]
     ]
 
-    if request.is_past:
-        row = next((o for o in rows if o.get("date") == request.day.isoformat()), None)
-        if row is None:
-            raise SourceError(
-                f"FRED has no observation for {request.day} in {series_id} (no row that day; "
-                "business-day series skip weekends)",
-                "no_data",
-            )
-        if row.get("value") == ".":
-            raise SourceError(
-                f"FRED has no observation for {request.day} (value '.') in {series_id}",
-                "no_data",
-            )
-    else:
+    day = request.day.isoformat()
+    row = next((o for o in rows if o.get("date") == day), None)
+    if row is not None and row.get("value") == ".":
+        raise SourceError(
+            f"FRED has no observation of {series_id} for {request.day}: it marks no value "
+            "that day ('.'), e.g. a market holiday",
+            "no_observation",
+        )
+    if request.is_past and row is None:
+        raise SourceError(
+            f"FRED has no observation for {request.day} in {series_id} (no row that day; "
+            "business-day series skip weekends)",
+            "no_data",
+        )
+    if row is None:
         real = [o for o in rows if o.get("value") != "."]
         if not real:
             raise SourceError(
@@ -74,12 +77,26 @@ async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> 
                 "no_data",
                 retryable=True,
             )
-        row = max(real, key=lambda o: str(o.get("date")))
-    value = number(row.get("value"), f"FRED {series_id} value on {row.get('date')}")
+        newest = max(real, key=lambda o: str(o.get("date")))
+        try:
+            observed = date.fromisoformat(str(newest.get("date")))
+        except ValueError:
+            raise SourceError(
+                f"FRED {series_id} observation date {str(newest.get('date'))[:20]!r} is not "
+                "YYYY-MM-DD",
+                "invalid_value",
+            ) from None
+        require_day(
+            request,
+            observed,
+            f"FRED's newest {series_id} observation (FRED publishes daily series with a lag "
+            "of a day or more)",
+        )
+    value = number(row.get("value"), f"FRED {series_id} value on {day}")
     return data_update(
         request,
         value,
+        observed_on=request.day,
         endpoint="fred/series/observations",
         seriesId=series_id,
-        observedOn=row.get("date"),
     )

@@ -5,6 +5,10 @@ connection errors, timeouts, 5xx and 429. A 429 or 503 carrying `Retry-After` wa
 server asked, capped by `settings.backoff_max_s`. Other 4xx fail at once: asking again with
 the same request gets the same answer.
 
+Bodies are read as a stream and refused past `settings.max_response_bytes`, decoded strictly
+as UTF-8 (JSON's only encoding on the wire, RFC 8259), and their nesting depth is checked
+before `json.loads`, whose recursion a deep body would otherwise exhaust.
+
 Every failure becomes a `SourceError` whose reason names the host and path (never the query
 string, where API keys live) and what went wrong, in words an operator can act on.
 """
@@ -30,6 +34,13 @@ from tenacity.wait import wait_base
 from daily_index.sources.base import SourceSettings
 
 _API_KEY_RE = re.compile(r"(api_key=)[^&\s'\"]*", re.IGNORECASE)
+# A JSON string literal (unrolled loop: no backtracking), dropped before counting brackets.
+_JSON_STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET_RE = re.compile(r"[^\[\]{}]+")
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = {b"\xff\xfe": "UTF-16 little-endian", b"\xfe\xff": "UTF-16 big-endian"}
+MAX_RESPONSE_BYTES_ENV = "DAILY_INDEX_MAX_RESPONSE_BYTES"
+MAX_JSON_DEPTH_ENV = "DAILY_INDEX_MAX_JSON_DEPTH"
 
 
 class SourceError(Exception):
@@ -46,10 +57,18 @@ class SourceError(Exception):
 class _RetryableError(Exception):
     """An attempt that failed in a way another attempt may fix (internal to the retry loop)."""
 
-    def __init__(self, kind: str, *, response: httpx.Response | None = None, detail: str = ""):
+    def __init__(
+        self,
+        kind: str,
+        *,
+        response: httpx.Response | None = None,
+        body: bytes = b"",
+        detail: str = "",
+    ):
         super().__init__(kind)
         self.kind = kind
         self.response = response
+        self.body = body
         self.detail = detail
 
 
@@ -92,9 +111,9 @@ def _seconds(value: float) -> str:
     return f"{value:g} s"
 
 
-def describe_body(response: httpx.Response) -> str:
+def describe_body(body: bytes) -> str:
     """A short, safe description of a body that is not the JSON we wanted."""
-    text = response.text.strip()
+    text = body.decode("utf-8", errors="replace").strip()
     if not text:
         return "the body is empty"
     head = text[:200].lower()
@@ -104,20 +123,79 @@ def describe_body(response: httpx.Response) -> str:
     return f"starts with {snippet!r}"
 
 
-def _api_message(response: httpx.Response) -> str:
+def _charset(response: httpx.Response) -> str | None:
+    content_type = response.headers.get("content-type", "")
+    for part in content_type.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "charset" and value:
+            return value.strip().strip('"')
+    return None
+
+
+def decode_utf8(body: bytes, place: str, response: httpx.Response) -> str:
+    """The body as text, strictly UTF-8 (a leading UTF-8 byte-order mark is dropped).
+
+    Raises:
+        SourceError: `invalid_encoding`, naming what the body looks like instead.
+    """
+    declared = _charset(response)
+    said = f"; the server declares charset={declared}" if declared else ""
+    for bom, name in _UTF16_BOMS.items():
+        if body.startswith(bom):
+            raise SourceError(
+                f"response from {place} is {name} (byte-order mark); JSON must be UTF-8{said}",
+                "invalid_encoding",
+                status=response.status_code,
+            )
+    if b"\x00" in body[:4096]:
+        # JSON text never holds a raw NUL byte; UTF-16/32 text is full of them.
+        raise SourceError(
+            f"response from {place} contains NUL bytes, so it looks like UTF-16 or UTF-32 "
+            f"without a byte-order mark; JSON must be UTF-8{said}",
+            "invalid_encoding",
+            status=response.status_code,
+        )
+    try:
+        return body.removeprefix(_UTF8_BOM).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"response from {place} is not valid UTF-8 (byte 0x{body[exc.start]:02x} at offset "
+            f"{exc.start}){said}; JSON must be UTF-8",
+            "invalid_encoding",
+            status=response.status_code,
+        ) from None
+
+
+def json_depth(text: str) -> int:
+    """How deep arrays and objects nest in a JSON text (brackets inside strings ignored)."""
+    brackets = _NOT_BRACKET_RE.sub("", _JSON_STRING_RE.sub("", text))
+    depth = deepest = 0
+    for char in brackets:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _api_message(body: bytes) -> str:
     """The API's own error text, from the usual fields of a JSON error body."""
     try:
-        body = response.json()
-    except ValueError:
-        return describe_body(response)
-    if isinstance(body, dict):
-        nested = body.get("status") if isinstance(body.get("status"), dict) else {}
+        text = body.removeprefix(_UTF8_BOM).decode("utf-8")
+        if json_depth(text) > 64:
+            return describe_body(body)
+        parsed = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        return describe_body(body)
+    if isinstance(parsed, dict):
+        nested = parsed.get("status") if isinstance(parsed.get("status"), dict) else {}
         for key in ("error_message", "msg", "message", "error"):
-            for holder in (body, nested):
+            for holder in (parsed, nested):
                 value = holder.get(key)
                 if isinstance(value, str) and value:
                     return value[:200]
-    return json.dumps(body)[:120]
+    return json.dumps(parsed)[:120]
 
 
 class _WaitRetryAfter(wait_base):
@@ -190,18 +268,29 @@ class Http:
         place = where(request.url)
         attempts_before = self.attempts
 
-        async def attempt() -> httpx.Response:
+        async def attempt() -> tuple[httpx.Response, bytes]:
             self.attempts += 1
             try:
-                response = await self.client.send(request)
+                response = await self.client.send(request, stream=True)
+                try:
+                    body = await self._read_capped(response, place)
+                finally:
+                    await response.aclose()
             except httpx.TimeoutException as exc:
                 raise _RetryableError("timeout", detail=type(exc).__name__) from None
+            except httpx.DecodingError as exc:
+                raise SourceError(
+                    f"response from {place} could not be decompressed "
+                    f"(Content-Encoding {response.headers.get('content-encoding')!r}: {exc})",
+                    "invalid_encoding",
+                    status=response.status_code,
+                ) from None
             except httpx.TransportError as exc:
                 detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 raise _RetryableError("connection", detail=detail) from None
             if response.status_code == 429 or response.status_code >= 500:
-                raise _RetryableError("status", response=response)
-            return response
+                raise _RetryableError("status", response=response, body=body)
+            return response, body
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(max(1, settings.max_attempts)),
@@ -210,28 +299,62 @@ class Http:
             reraise=True,
         )
         try:
-            response = await retrying(attempt)
+            response, body = await retrying(attempt)
         except _RetryableError as exc:
             tries = self.attempts - attempts_before
             raise self._final_error(exc, place, tries) from None
 
         if response.status_code >= 400:
-            message = redact(_api_message(response), self.secrets)
+            message = redact(_api_message(body), self.secrets)
             raise SourceError(
                 f"HTTP {response.status_code} from {place}: {message}",
                 "http_error",
                 retryable=False,
                 status=response.status_code,
             )
-        try:
-            return json.loads(response.content)
-        except (ValueError, UnicodeDecodeError):
+        text = decode_utf8(body, place, response)
+        depth = json_depth(text)
+        if depth > settings.max_json_depth:
             raise SourceError(
-                f"response from {place} is not JSON ({describe_body(response)})",
+                f"response from {place} nests {depth} levels deep, more than the "
+                f"{settings.max_json_depth} allowed (setting {MAX_JSON_DEPTH_ENV}); not parsed",
+                "too_deep",
+                status=response.status_code,
+            )
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise SourceError(
+                f"response from {place} is not JSON ({describe_body(body)})",
                 "invalid_json",
                 retryable=False,
                 status=response.status_code,
             ) from None
+
+    async def _read_capped(self, response: httpx.Response, place: str) -> bytes:
+        """The (decompressed) body, refused as soon as it passes the size cap."""
+        cap = self.settings.max_response_bytes
+        too_large = SourceError(
+            f"response from {place} is larger than {cap:,} bytes (the cap, set by "
+            f"{MAX_RESPONSE_BYTES_ENV}); not read further",
+            "too_large",
+            status=response.status_code,
+        )
+        declared = response.headers.get("content-length", "")
+        if (
+            declared.isdigit()
+            and int(declared) > cap
+            and "content-encoding" not in response.headers
+        ):
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _final_error(self, exc: _RetryableError, place: str, tries: int) -> SourceError:
         plural = "attempt" if tries == 1 else "attempts"
@@ -253,7 +376,7 @@ class Http:
         status = response.status_code if response is not None else 0
         label = " (rate limited)" if status == 429 else ""
         extra = ""
-        if response is not None and describe_body(response) == "looks like an HTML page":
+        if response is not None and describe_body(exc.body) == "looks like an HTML page":
             extra = "; the body looks like an HTML page"
         return SourceError(
             f"HTTP {status}{label} from {place} after {tries} {plural}{extra}",

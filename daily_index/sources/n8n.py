@@ -1,12 +1,15 @@
-"""n8n webhooks: POST the IndividualKPITrigger, validate the answer through the contract."""
+"""n8n webhooks: POST the IndividualKPITrigger, validate the answer through the contract.
+
+The answer must echo the trigger's traceId and kpiId and carry a timestamp of the trigger's
+day (`parse_update` checks all three); its timestamp is the observation's own time.
+"""
 
 from __future__ import annotations
 
 from daily_index.contract import (
     IndividualKPITrigger,
-    KPIDataUpdate,
+    KPIErrorUpdate,
     KPIUpdate,
-    make_error,
     parse_update,
 )
 from daily_index.sources.base import FetchRequest, SourceSettings
@@ -54,17 +57,13 @@ async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> 
         timestamp=request.timestamp,
         kpi_type=spec.type,
     )
-    if isinstance(update, KPIDataUpdate):
-        if update.day != request.day:
-            # A workflow answering with another day's value (e.g. today's for a backfill)
-            # would silently rewrite history.
-            return make_error(
-                kpi_id=spec.id,
-                trace_id=request.trace_id,
-                timestamp=request.timestamp,
-                reason=f"field 'timestamp': answer is for {update.day}, expected {request.day}",
-                code="wrong_day",
-            )
-        if update.unit is None and spec.unit:
-            update = update.model_copy(update={"unit": spec.unit})
-    return update
+    if isinstance(update, KPIErrorUpdate):
+        if update.error_code == "stale" and not request.is_past:
+            # Today's value may still come (the workflow's inputs lag): worth asking again.
+            update = update.model_copy(update={"retryable": True})
+        return update
+    observed = {"observedOn": update.day.isoformat(), "observedAt": update.timestamp}
+    changes: dict[str, object] = {"metadata": {**update.metadata, **observed}}
+    if update.unit is None and spec.unit:
+        changes["unit"] = spec.unit
+    return update.model_copy(update=changes)

@@ -70,6 +70,19 @@ SAMPLE_KPIS: list[tuple[str, str, str, str, dict[str, float], str, float]] = [
 ]
 
 
+# The registry fields that decide how a sample KPI's changes read (default: an index).
+SAMPLE_TYPES: dict[str, dict[str, str]] = {
+    "btc_price": {"type": "price"},
+    "eth_price": {"type": "price"},
+    "eth_btc_ratio": {"type": "ratio"},
+    "btc_dominance": {"type": "dominance"},
+    "eth_dominance": {"type": "dominance"},
+    "btc_funding": {"type": "rate", "changeUnit": "bp"},
+    "stablecoin_supply": {"type": "supply"},
+    "us10y": {"type": "yield", "calendar": "business_days"},
+}
+
+
 def make_spec(
     kpi_id: str,
     name: str,
@@ -88,6 +101,7 @@ def make_spec(
             "source": {"kind": "n8n"},
             "analysisConfig": {"chartType": chart_type, "alertThresholds": thresholds or {}},
             "metadata": {"source": "Test source", "category": category},
+            **SAMPLE_TYPES.get(kpi_id, {}),
         }
     )
 
@@ -117,6 +131,8 @@ def make_table(
     names: dict[str, str] | None = None,
     kpis: list[tuple[str, str, str, str, dict[str, float], str, float]] | None = None,
     window_days: int = 90,
+    gap: dict[str, str] | None = None,
+    refetch_failed: dict[str, str] | None = None,
 ) -> DayTable:
     """A table of SAMPLE_KPIS (or `kpis`).
 
@@ -127,8 +143,13 @@ def make_table(
         names: kpi_id -> replacement display name (for escaping tests).
         kpis: Rows to use instead of SAMPLE_KPIS.
         window_days: The table's chart window.
+        gap: kpi_id -> reason for KPIs with no observation expected on the day.
+        refetch_failed: kpi_id -> reason for KPIs whose latest fetch failed over a value
+            stored by an earlier one.
     """
     missing = missing or {}
+    gap = gap or {}
+    refetch_failed = refetch_failed or {}
     names = names or {}
     rows: list[KpiRow] = []
     for index, (kpi_id, name, unit, chart, limits, category, level) in enumerate(
@@ -140,10 +161,15 @@ def make_table(
                 {"date": pd.Series(dtype="object"), "value": pd.Series(dtype="float64")}
             )
         else:
-            kpi_gaps = gaps + ((0,) if kpi_id in missing else ())
+            without_day = kpi_id in missing or kpi_id in gap
+            kpi_gaps = gaps + ((0,) if without_day else ())
             history = history_frame(level, gaps=kpi_gaps, seed=index + 1)
-        reason = missing.get(kpi_id)
-        rows.append(build_row(spec, history, DAY, reason))
+        if kpi_id in gap:
+            rows.append(build_row(spec, history, DAY, gap[kpi_id], fetch="gap"))
+        elif kpi_id in refetch_failed:
+            rows.append(build_row(spec, history, DAY, refetch_failed[kpi_id], fetch="failed"))
+        else:
+            rows.append(build_row(spec, history, DAY, missing.get(kpi_id)))
     return DayTable(day=DAY, rows=tuple(rows), window_days=window_days)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import pypdf
 import pytest
 
+from daily_index.formatting import format_change, format_value, format_zscore
+from daily_index.report.analysis import rank_moves
 from daily_index.report.charts import ChartSet, render_charts
 from daily_index.report.model import DayTable
 from daily_index.report.pdf import (
@@ -101,11 +103,66 @@ def test_kpi_values_are_formatted_by_unit(complete_report):
         "$3,412",
         "0.0512 BTC",
         "54.20%",
-        "72.00 points",
+        "Fear & Greed index 72 ",
         "4.30%",
-        "$160,000,000,000",
+        "$160B",
     ):
         assert expected in text
+
+
+def test_changes_read_in_each_kpis_unit(complete_report):
+    text = " ".join(complete_report[1])
+    table = text[text.index("KPIs on 2025-06-30") :]
+    reference = make_table()
+    for kpi_id, unit in (
+        ("btc_price", "%"),
+        ("btc_dominance", " pp"),
+        ("us10y", " pp"),
+        ("btc_funding", " bp"),
+        ("fear_greed", " pt"),
+    ):
+        row = reference.row(kpi_id)
+        shown = format_change(row.changes[1])
+        assert shown.endswith((unit, unit + "s")), shown
+        assert f"{row.spec.name} {format_value(row.value, row.spec.unit)} {shown}" in table
+
+
+def test_biggest_moves_are_ranked_by_how_unusual_they_are(complete_report):
+    cover = complete_report[1][0]
+    assert "Most unusual moves, 1 day" in cover
+    first, second = rank_moves(list(make_table().rows))[:2]
+    assert abs(first.zscore) >= abs(second.zscore)
+    assert cover.index(first.spec.name) < cover.index(second.spec.name)
+    assert format_zscore(first.zscore) in cover
+
+
+def test_an_expected_gap_shows_its_reason_and_last_observation_and_is_not_missing(tmp_path):
+    table = make_table(
+        missing={"eth_price": "HTTP 503"},
+        gap={"us10y": "no observation expected: weekend (sunday; a business-day series)"},
+    )
+    assert [r.kpi_id for r in table.gaps] == ["us10y"]
+    _, pages = render(tmp_path, table)
+    text = " ".join(pages)
+    last = table.row("us10y").as_of
+    assert "1 of 9 KPIs is missing" in pages[0]
+    assert "no observation expected: weekend (sunday; a business-day series)" in text
+    assert f"{format_value(last.value, '%')} as of {last.day.isoformat()}" in text
+    quality = text[text.index("Data quality") :]
+    problems = quality[: quality.index("No observation expected")]
+    assert "Ether price" in problems and "US 10-year yield" not in problems
+    assert "1 of 9 KPIs have no value" in quality
+
+
+def test_a_failed_refetch_over_a_stored_value_is_listed_as_failed(tmp_path):
+    table = make_table(refetch_failed={"btc_price": "HTTP 429 from CoinGecko"})
+    assert table.complete and [r.kpi_id for r in table.problems] == ["btc_price"]
+    _, pages = render(tmp_path, table)
+    text = " ".join(pages)
+    quality = text[text.index("Data quality") :]
+    assert "Bitcoin price" in quality and "HTTP 429 from CoinGecko" in quality
+    assert "kept from an earlier fetch" in quality
+    assert "Partial report" not in text
 
 
 def test_complete_report_has_no_disclaimer_and_no_demo_banner(complete_report):

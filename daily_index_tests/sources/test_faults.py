@@ -29,6 +29,13 @@ FRED = "/fred/fred/series/observations"
 WEBHOOK = "/n8n/webhook/kpi/usdt-dominance"
 HTML = "<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1>cloudflare</body></html>"
 PAST = date(2026, 10, 6)
+# A time of DEMO_DAY, as the unix seconds CoinGecko stamps its quotes and /global with.
+ON_DEMO_DAY = int(datetime(2026, 11, 24, 9, 30, tzinfo=UTC).timestamp())
+
+
+def quote(**fields) -> dict:
+    """A /simple/price answer for bitcoin, last updated on DEMO_DAY."""
+    return {"bitcoin": {"last_updated_at": ON_DEMO_DAY, **fields}}
 
 
 def error_of(outcome) -> KPIErrorUpdate:
@@ -48,7 +55,7 @@ def n8n_body(**fields) -> dict:
 
 
 def test_number_as_string_is_parsed(settings, server):
-    server.inject(SIMPLE, Fault(body={"bitcoin": {"usd": "97000.5"}}))
+    server.inject(SIMPLE, Fault(body=quote(usd="97000.5")))
     outcome = fetch(settings, "btc_price")
     assert isinstance(outcome.update, KPIDataUpdate)
     assert outcome.update.value == 97000.5
@@ -57,10 +64,12 @@ def test_number_as_string_is_parsed(settings, server):
 @pytest.mark.parametrize(
     "body, expected",
     [
-        ({"bitcoin": {"usd": None}}, "bitcoin.usd is null"),
-        ({"bitcoin": {"usd": "n/a"}}, "bitcoin.usd is 'n/a'"),
-        ({"bitcoin": {"usd": True}}, "bitcoin.usd is a boolean"),
-        ({"bitcoin": {}}, "no 'bitcoin' quote in 'usd'"),
+        (quote(usd=None), "bitcoin.usd is null"),
+        (quote(usd="n/a"), "bitcoin.usd is 'n/a'"),
+        (quote(usd=True), "bitcoin.usd is a boolean"),
+        (quote(), "no 'bitcoin' quote in 'usd'"),
+        ({"bitcoin": {"usd": 97000.5}}, "bitcoin.last_updated_at is missing"),
+        (quote(usd=1, last_updated_at="soon"), "bitcoin.last_updated_at is 'soon'"),
         ({}, "no 'bitcoin' quote"),
         ([], "expected an object keyed by coin id, got an empty list"),
     ],
@@ -71,13 +80,15 @@ def test_null_and_missing_values_name_the_field(settings, server, body, expected
 
 
 def test_nan_written_raw_is_rejected(settings, server):
-    server.inject(SIMPLE, Fault(body='{"bitcoin": {"usd": NaN}}'))
+    server.inject(
+        SIMPLE, Fault(body=f'{{"bitcoin": {{"usd": NaN, "last_updated_at": {ON_DEMO_DAY}}}}}')
+    )
     update = error_of(fetch(settings, "btc_price"))
     assert update.error_code == "invalid_value" and "finite" in update.error
 
 
 def test_negative_price_is_out_of_domain(settings, server):
-    server.inject(SIMPLE, Fault(body={"bitcoin": {"usd": -5}}))
+    server.inject(SIMPLE, Fault(body=quote(usd=-5)))
     update = error_of(fetch(settings, "btc_price"))
     assert update.error_code == "out_of_domain"
     assert "negative" in update.error
@@ -85,7 +96,8 @@ def test_negative_price_is_out_of_domain(settings, server):
 
 def test_dominance_above_100_is_out_of_domain(settings, server):
     server.inject(
-        "/coingecko/api/v3/global", Fault(body={"data": {"market_cap_percentage": {"btc": 140}}})
+        "/coingecko/api/v3/global",
+        Fault(body={"data": {"market_cap_percentage": {"btc": 140}, "updated_at": ON_DEMO_DAY}}),
     )
     assert error_of(fetch(settings, "btc_dominance")).error_code == "out_of_domain"
 
@@ -103,17 +115,29 @@ def test_empty_array_is_an_error(settings, server, kpi, prefix):
     )
 
 
-def test_fred_dot_in_the_whole_window_today_is_an_error(settings, server):
+def test_fred_window_without_any_value_today_is_an_error(settings, server):
+    rows = [{"date": (DEMO_DAY - timedelta(days=i)).isoformat(), "value": "."} for i in (1, 2)]
+    server.inject(FRED, Fault(body={"observations": rows}))
+    update = error_of(fetch(settings, "us_10y_yield"))
+    assert update.error_code == "no_data" and update.retryable
+    assert "FRED has no observation of DGS10 between 2026-11-15 and 2026-11-24" in update.error
+
+
+def test_fred_dot_today_is_no_observation(settings, server):
     rows = [{"date": (DEMO_DAY - timedelta(days=i)).isoformat(), "value": "."} for i in range(3)]
     server.inject(FRED, Fault(body={"observations": rows}))
     update = error_of(fetch(settings, "us_10y_yield"))
-    assert "FRED has no observation of DGS10" in update.error
+    assert update.error_code == "no_observation" and "market holiday" in update.error
 
 
 def test_fred_dot_on_the_asked_day(settings, server):
     server.inject(FRED, Fault(body={"observations": [{"date": "2026-10-06", "value": "."}]}))
     update = error_of(fetch(settings, "us_10y_yield", PAST))
-    assert update.error == "FRED has no observation for 2026-10-06 (value '.') in DGS10"
+    assert update.error_code == "no_observation" and not update.retryable
+    assert update.error == (
+        "FRED has no observation of DGS10 for 2026-10-06: it marks no value that day ('.'), "
+        "e.g. a market holiday"
+    )
 
 
 def test_fred_without_key_names_the_variable_and_sends_nothing(settings, server):

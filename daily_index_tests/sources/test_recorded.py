@@ -23,6 +23,10 @@ def midnight_s(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
+def iso(unix_seconds: float) -> str:
+    return datetime.fromtimestamp(unix_seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
 def value_of(outcome) -> float:
     assert isinstance(outcome.update, KPIDataUpdate), outcome.update
     return outcome.update.value
@@ -44,6 +48,11 @@ def test_coingecko_price_today_is_simple_price(settings, server, kpi, coin, vs):
     assert outcome.update.source == "CoinGecko"
     assert outcome.update.metadata["endpoint"] == "coingecko/simple/price"
     assert server.hits == {"/coingecko/api/v3/simple/price": 1}
+    (query,) = [r.query for r in server.requests]
+    assert query["include_last_updated_at"] == "true"
+    updated = recorded("coingecko/simple_price.json")[coin]["last_updated_at"]
+    assert outcome.update.metadata["observedAt"] == iso(updated)
+    assert outcome.update.metadata["observedOn"] == DEMO_DAY.isoformat()
 
 
 @pytest.mark.parametrize(("kpi", "coin", "vs"), PRICE_KPIS)
@@ -76,7 +85,9 @@ def test_coingecko_price_before_the_recording_is_an_error(settings):
 )
 def test_coingecko_global_today(settings, kpi, path):
     data = recorded("coingecko/global.json")["data"]
-    assert value_of(fetch(settings, kpi)) == data[path[0]][path[1]]
+    outcome = fetch(settings, kpi)
+    assert value_of(outcome) == data[path[0]][path[1]]
+    assert outcome.update.metadata["observedAt"] == iso(data["updated_at"])
 
 
 def test_coingecko_global_past_day_says_there_is_no_history(settings, server):
@@ -86,6 +97,8 @@ def test_coingecko_global_past_day_says_there_is_no_history(settings, server):
     assert (
         "no history" in outcome.update.error and "market_cap_percentage.btc" in outcome.update.error
     )
+    assert "planned" in outcome.update.error and "stays empty" in outcome.update.error
+    assert "CSV" not in outcome.update.error  # no such import exists yet
     assert outcome.attempts == 0 and not server.hits
 
 
@@ -163,26 +176,30 @@ def test_fred_past_day_is_that_days_observation(settings, server, kpi, series):
     "kpi, series",
     [("us_10y_yield", "DGS10"), ("us_dollar_index", "DTWEXBGS"), ("fed_funds_rate", "DFF")],
 )
-def test_fred_today_is_the_latest_observation_with_its_date(settings, kpi, series):
+def test_fred_today_is_todays_own_observation(settings, server, kpi, series):
     rows = recorded(f"fred/{series}.json")["observations"]
-    latest = max((o for o in rows if o["value"] != "."), key=lambda o: o["date"])
-    assert latest["date"] < DEMO_DAY.isoformat()  # the recording lags like FRED does
+    (today,) = [o for o in rows if o["date"] == DEMO_DAY.isoformat()]
     outcome = fetch(settings, kpi, DEMO_DAY)
-    assert value_of(outcome) == float(latest["value"])
-    assert outcome.update.metadata["observedOn"] == latest["date"]
+    assert value_of(outcome) == float(today["value"])
+    assert outcome.update.metadata["observedOn"] == DEMO_DAY.isoformat()
+    (query,) = [r.query for r in server.requests]
+    assert query["observation_end"] == DEMO_DAY.isoformat()
 
 
-def test_fred_dot_on_a_past_day_is_an_error_not_a_neighbour(settings):
+def test_fred_dot_on_a_past_day_is_no_observation_not_a_neighbour(settings):
     outcome = fetch(settings, "us_10y_yield", FRED_HOLIDAY)
     assert isinstance(outcome.update, KPIErrorUpdate)
-    assert (
-        outcome.update.error == f"FRED has no observation for {FRED_HOLIDAY} (value '.') in DGS10"
+    assert outcome.update.error_code == "no_observation"
+    assert outcome.update.error == (
+        f"FRED has no observation of DGS10 for {FRED_HOLIDAY}: it marks no value that day "
+        "('.'), e.g. a market holiday"
     )
 
 
 def test_fred_weekend_day_is_an_error(settings):
     outcome = fetch(settings, "us_10y_yield", SATURDAY)
     assert isinstance(outcome.update, KPIErrorUpdate)
+    assert outcome.update.error_code == "no_data"
     assert "no observation for 2026-10-03" in outcome.update.error
 
 
@@ -193,3 +210,31 @@ def test_n8n_webhook_value_of_the_day(settings, server, day):
     assert outcome.update.day == day
     (seen,) = server.requests
     assert seen.method == "POST" and seen.path == "/n8n/webhook/kpi/usdt-dominance"
+
+
+OBSERVED_AT = {  # KPIs whose API gives the observation's time, not only its day
+    "btc_price": True,
+    "btc_dominance": True,
+    "fear_greed": True,
+    "stablecoin_supply": True,
+    "btc_funding_rate": True,
+    "btc_spot_volume": False,
+    "us_10y_yield": False,
+    "usdt_dominance": True,
+}
+
+
+@pytest.mark.parametrize("kpi", sorted(OBSERVED_AT))
+@pytest.mark.parametrize("day", [DEMO_DAY, PAST])
+def test_every_value_says_the_day_it_was_observed(settings, kpi, day):
+    if kpi == "btc_dominance" and day == PAST:
+        pytest.skip("no history: covered above")
+    outcome = fetch(settings, kpi, day)
+    value_of(outcome)
+    metadata = outcome.update.metadata
+    assert metadata["observedOn"] == day.isoformat()
+    if OBSERVED_AT[kpi]:
+        observed = datetime.fromisoformat(metadata["observedAt"].replace("Z", "+00:00"))
+        assert observed.utcoffset() == timedelta(0) and observed.date() == day
+    else:
+        assert "observedAt" not in metadata
