@@ -55,7 +55,7 @@ def build_definitions(
     return dg.Definitions(
         assets=assets,
         jobs=[daily_kpis_job, daily_report_job],
-        schedules=[build_daily_kpis_schedule(**schedule_settings(env))],
+        schedules=[build_daily_kpis_schedule(**schedule_settings(env), specs=kpis)],
         sensors=[
             build_report_fanin_sensor(
                 kpi_keys=[kpi_key(k.id) for k in kpis], settings=fanin, specs=kpis

@@ -105,3 +105,23 @@ def test_the_schedule_requests_the_partition_of_the_day_it_runs_on():
     request = schedule.evaluate_tick(context).run_requests[0]
     assert request.partition_key == "2026-11-24"
     assert request.run_key == "kpis-2026-11-24"
+
+
+def test_the_schedule_leaves_out_kpis_without_an_observation_that_day():
+    from datetime import UTC, datetime
+
+    defs = build_definitions(environ={"FRED_API_KEY": "x"})
+    schedule = defs.resolve_schedule_def("daily_kpis_schedule")
+
+    def tick(day: int) -> dg.RunRequest:
+        context = dg.build_schedule_context(
+            scheduled_execution_time=datetime(2026, 11, day, 12, 0, tzinfo=UTC),
+            repository_def=defs.get_repository_def(),
+        )
+        return schedule.evaluate_tick(context).run_requests[0]
+
+    friday, saturday = tick(27), tick(28)
+    assert friday.asset_selection is None  # every KPI is due on a business day
+    selected = {key.to_user_string() for key in saturday.asset_selection}
+    assert "kpi/btc_price" in selected and "kpi/fed_funds_rate" in selected
+    assert "kpi/us_10y_yield" not in selected and "kpi/us_dollar_index" not in selected

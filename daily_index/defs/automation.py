@@ -34,19 +34,42 @@ daily_kpis_job = dg.define_asset_job(
 
 
 def build_daily_kpis_schedule(
-    *, cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE
+    *, cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE, specs: Sequence[KpiSpec] = ()
 ) -> dg.ScheduleDefinition:
+    """The daily KPI run; a KPI whose calendar has no observation that day is left out.
+
+    Left out rather than fetched and skipped: a run that fails for another KPI marks every
+    partition it planned and did not materialise as failed, and a weekend of a business-day
+    series must not turn red because a crypto API was down that Saturday.
+    """
+
     @dg.schedule(
         name="daily_kpis_schedule",
         cron_schedule=cron,
         execution_timezone=timezone,
         job=daily_kpis_job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Materialise the day's KPI partition ({cron}, {timezone}).",
+        description=(
+            f"Materialise the day's KPI partition ({cron}, {timezone}); KPIs whose calendar "
+            "has no observation that day (weekends of business-day series) are left out."
+        ),
     )
-    def daily_kpis_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        day = context.scheduled_execution_time.date().isoformat()
-        return dg.RunRequest(run_key=f"kpis-{day}", partition_key=day, tags={"trigger": "schedule"})
+    def daily_kpis_schedule(
+        context: dg.ScheduleEvaluationContext,
+    ) -> dg.RunRequest | dg.SkipReason:
+        day = context.scheduled_execution_time.date()
+        due = [spec for spec in specs if in_calendar(spec, day)]
+        selection = None
+        if len(due) < len(specs):
+            if not due:
+                return dg.SkipReason(f"No KPI has an observation due on {day} (its calendar).")
+            selection = [dg.AssetKey(spec.asset_path) for spec in due]
+        return dg.RunRequest(
+            run_key=f"kpis-{day.isoformat()}",
+            partition_key=day.isoformat(),
+            asset_selection=selection,
+            tags={"trigger": "schedule"},
+        )
 
     return daily_kpis_schedule
 
