@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 import json
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from daily_index.contract import KPIDataUpdate, KPIErrorUpdate
+from daily_index.defs.resources import ConfigurationError, sources_from_env
 from daily_index.replay import DEMO_DAY, Fault
 from daily_index.sources import SourceSettings, fetch_all, fetch_many
 from daily_index_tests.conftest import closed_port
@@ -364,3 +366,104 @@ def test_timeout_setting_applies_to_a_callers_client(settings, server):
 def test_future_day_is_refused_without_a_request(settings, server):
     (outcome,) = fetch_all([request("btc_price", DEMO_DAY + timedelta(days=1))], settings)
     assert error_of(outcome).error_code == "future_day" and not server.hits
+
+
+# Bodies: strictly UTF-8, size-capped, depth-checked; each a readable error, never internal.
+
+UTF16_QUOTE = json.dumps(quote(usd=97000.5))
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        (UTF16_QUOTE.encode("utf-16"), ["UTF-16 little-endian", "byte-order mark"]),
+        (UTF16_QUOTE.encode("utf-16-be"), ["NUL bytes", "UTF-16 or UTF-32"]),
+        (UTF16_QUOTE.encode("utf-32-le"), ["NUL bytes"]),
+        ('{"bitcoin": {"usd": 1, "name": "Bitcöin"}}'.encode("latin-1"), ["not valid UTF-8"]),
+    ],
+    ids=["utf16-bom", "utf16-no-bom", "utf32", "latin1"],
+)
+def test_a_body_that_is_not_utf8_is_invalid_encoding(settings, server, payload, words):
+    server.inject(SIMPLE, Fault(body=payload, content_type="application/json; charset=latin-1"))
+    outcome = fetch(settings, "btc_price")
+    update = error_of(outcome)
+    assert update.error_code == "invalid_encoding", update.error
+    assert f"{server.url.removeprefix('http://')}{SIMPLE}" in update.error
+    assert "charset=latin-1" in update.error and "JSON must be UTF-8" in update.error
+    for word in words:
+        assert word in update.error
+    assert "?" not in update.error.split(" is ")[0]  # host/path only, no query string
+    assert outcome.attempts == 1
+
+
+def test_a_utf8_body_with_a_byte_order_mark_is_read(settings, server):
+    server.inject(SIMPLE, Fault(body=b"\xef\xbb\xbf" + UTF16_QUOTE.encode()))
+    outcome = fetch(settings, "btc_price")
+    assert isinstance(outcome.update, KPIDataUpdate) and outcome.update.value == 97000.5
+
+
+def test_a_2mb_body_is_too_large_and_names_the_cap(settings, server):
+    server.inject(FRED, Fault(body=json.dumps({"observations": [], "pad": "x" * 2_000_000})))
+    outcome = fetch(settings, "us_10y_yield")
+    update = error_of(outcome)
+    assert update.error_code == "too_large" and not update.retryable
+    assert "larger than 1,048,576 bytes" in update.error
+    assert "DAILY_INDEX_MAX_RESPONSE_BYTES" in update.error
+    assert "/fred/fred/series/observations" in update.error
+    assert "api_key" not in update.error and FRED_KEY not in update.error
+    assert outcome.attempts == 1
+
+
+def test_the_cap_applies_to_the_decompressed_body_read_as_a_stream(settings, server):
+    """A small gzip body that inflates past the cap: no Content-Length tells its real size."""
+    inflated = json.dumps(quote(usd=1, pad="0" * 3_000_000)).encode()
+    server.inject(SIMPLE, Fault(body=gzip.compress(inflated), headers={"Content-Encoding": "gzip"}))
+    update = error_of(fetch(settings, "btc_price"))
+    assert update.error_code == "too_large"
+
+
+def test_a_smaller_cap_from_the_settings(settings, server):
+    small = dataclasses.replace(settings, max_response_bytes=64)
+    update = error_of(fetch(small, "fear_greed"))
+    assert update.error_code == "too_large" and "larger than 64 bytes" in update.error
+
+
+def test_5000_deep_nesting_is_too_deep_not_a_recursion_error(settings, server):
+    server.inject(SIMPLE, Fault(body="[" * 5000 + "]" * 5000))
+    update = error_of(fetch(settings, "btc_price"))
+    assert update.error_code == "too_deep", update.error
+    assert "nests 5000 levels deep" in update.error and "64 allowed" in update.error
+
+
+def test_brackets_inside_strings_do_not_count_as_depth(settings, server):
+    server.inject(SIMPLE, Fault(body=quote(usd=5.0, note='[{"' * 3000)))
+    outcome = fetch(settings, "btc_price")
+    assert isinstance(outcome.update, KPIDataUpdate) and outcome.update.value == 5.0
+
+
+def test_a_deep_error_body_is_described_not_parsed(settings, server):
+    server.inject(KLINES, Fault(status=400, body="{" * 5000))
+    update = error_of(fetch(settings, "btc_close_binance"))
+    assert update.error_code == "http_error" and "HTTP 400" in update.error
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "problem"),
+    [
+        ("DAILY_INDEX_MAX_RESPONSE_BYTES", "1MB", "a whole number"),
+        ("DAILY_INDEX_MAX_RESPONSE_BYTES", "0", ">= 1"),
+        ("DAILY_INDEX_MAX_JSON_DEPTH", "deep", "a whole number"),
+    ],
+)
+def test_a_bad_limit_setting_is_a_configuration_error(name, raw, problem):
+    with pytest.raises(ConfigurationError, match=f"{name} must be {problem}"):
+        sources_from_env({name: raw})
+
+
+def test_limit_settings_come_from_the_environment():
+    default = sources_from_env({}).settings()
+    assert (default.max_response_bytes, default.max_json_depth) == (1_048_576, 64)
+    chosen = sources_from_env(
+        {"DAILY_INDEX_MAX_RESPONSE_BYTES": "4096", "DAILY_INDEX_MAX_JSON_DEPTH": "8"}
+    ).settings()
+    assert (chosen.max_response_bytes, chosen.max_json_depth) == (4096, 8)
