@@ -153,14 +153,14 @@ def scenario(name: str, n: int, latency_ms: float, workdir: Path) -> dict:
             for key in context.selected_asset_keys:
                 yield dg.MaterializeResult(asset_key=key)
             if with_checks:
+                # The same events the real one-day step yields: one result per KPI.
                 for key in context.selected_asset_keys:
-                    yield dg.AssetCheckEvaluation(
+                    yield dg.AssetCheckResult(
                         asset_key=key,
                         check_name="quality",
                         passed=True,
                         description="all checks passed",
                         metadata={"present": "pass", "failed_rules": "none"},
-                        partition=DAY,
                     )
 
         assets = [floor]

@@ -152,16 +152,34 @@ def _check_specs(kpi: KpiSpec) -> list[dg.AssetCheckSpec]:
     return [spec]
 
 
-def _check_event(outcome: checks.CheckOutcome) -> dg.AssetCheckEvaluation:
+def _check_event(
+    outcome: checks.CheckOutcome, *, single_day: bool
+) -> dg.AssetCheckResult | dg.AssetCheckEvaluation:
+    """The check's event: a result for a one-day run, an evaluation per day for a range.
+
+    A one-day run's `AssetCheckResult` is tied to the step's partition and to the
+    materialisation it checks; a range step has no single partition, so each day's verdict
+    is an `AssetCheckEvaluation` naming its partition.
+    """
     metadata: dict[str, object] = {
         v.rule: f"{'pass' if v.passed else 'FAIL'}: {v.detail}" for v in outcome.verdicts
     }
     metadata["failed_rules"] = ", ".join(v.rule for v in outcome.failed) or "none"
+    severity = dg.AssetCheckSeverity(outcome.severity)
+    if single_day:
+        return dg.AssetCheckResult(
+            asset_key=kpi_key(outcome.kpi_id),
+            check_name=checks.CHECK_NAME,
+            passed=outcome.passed,
+            severity=severity,
+            description=outcome.summary(),
+            metadata=metadata,
+        )
     return dg.AssetCheckEvaluation(
         asset_key=kpi_key(outcome.kpi_id),
         check_name=checks.CHECK_NAME,
         passed=outcome.passed,
-        severity=dg.AssetCheckSeverity(outcome.severity),
+        severity=severity,
         description=outcome.summary(),
         metadata=metadata,
         partition=outcome.day.isoformat(),
@@ -190,7 +208,9 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         sources: KpiSourcesResource,
         storage: StorageResource,
-    ) -> Iterator[dg.MaterializeResult | dg.AssetObservation | dg.AssetCheckEvaluation]:
+    ) -> Iterator[
+        dg.MaterializeResult | dg.AssetObservation | dg.AssetCheckResult | dg.AssetCheckEvaluation
+    ]:
         """Fetch every selected KPI for every day of the partition range, concurrently."""
         selected = [by_key[key] for key in sorted(context.selected_asset_keys) if key in by_key]
         checked = {key.asset_key for key in context.selected_asset_check_keys}
@@ -337,7 +357,7 @@ def _evaluate_checks(
     gaps: list[Gap],
     written: dict[str, dict[date, SeriesRow]],
     series: KpiSeriesStore,
-) -> Iterator[dg.AssetCheckEvaluation]:
+) -> Iterator[dg.AssetCheckResult | dg.AssetCheckEvaluation]:
     """The quality check of every KPI-day of the run, against the series as stored now."""
     gap_reasons = {(g.spec.id, g.day): g.reason for g in gaps}
     for kpi in kpis:
@@ -363,4 +383,4 @@ def _evaluate_checks(
                 )
             else:
                 continue
-            yield _check_event(outcome)
+            yield _check_event(outcome, single_day=len(days) == 1)

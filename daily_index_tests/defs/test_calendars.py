@@ -127,6 +127,9 @@ def test_a_fred_backfill_over_weekends_and_a_holiday_is_green(fred, tmp_path):
         },
     )
     assert monday.success
+    [evaluation] = monday.get_asset_check_evaluations()
+    assert evaluation.partition == TODAY.isoformat() and evaluation.passed
+    assert evaluation.target_materialization_data is not None
     row = load_day_table([YIELD], LocalObjectStore(tmp_path), TODAY).row("us_10y_yield")
     friday = TODAY - timedelta(days=3)
     change = row.changes[1]
