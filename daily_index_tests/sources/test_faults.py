@@ -428,11 +428,25 @@ def test_a_smaller_cap_from_the_settings(settings, server):
     assert update.error_code == "too_large" and "larger than 64 bytes" in update.error
 
 
-def test_5000_deep_nesting_is_too_deep_not_a_recursion_error(settings, server):
-    server.inject(SIMPLE, Fault(body="[" * 5000 + "]" * 5000))
+@pytest.mark.parametrize(
+    "body",
+    ["[" * 5000 + "]" * 5000, '{"a":' * 5000 + "1" + "}" * 5000, "[" * 5000],
+    ids=["arrays", "objects", "unclosed"],
+)
+def test_5000_deep_nesting_is_too_deep_not_a_recursion_error(settings, server, body):
+    server.inject(SIMPLE, Fault(body=body))
     update = error_of(fetch(settings, "btc_price"))
     assert update.error_code == "too_deep", update.error
-    assert "nests 5000 levels deep" in update.error and "64 allowed" in update.error
+    assert "nests more than 64 levels deep" in update.error
+    assert "DAILY_INDEX_MAX_JSON_DEPTH" in update.error
+
+
+def test_depth_at_the_limit_is_parsed_one_more_is_not(settings, server):
+    shallow = dataclasses.replace(settings, max_json_depth=3)
+    server.inject(SIMPLE, Fault(body=quote(usd=5.0, extra=[[1]])))  # 4 levels
+    assert error_of(fetch(shallow, "btc_price")).error_code == "too_deep"
+    server.inject(SIMPLE, Fault(body=quote(usd=5.0, extra=[1])))  # 3 levels
+    assert isinstance(fetch(shallow, "btc_price").update, KPIDataUpdate)
 
 
 def test_brackets_inside_strings_do_not_count_as_depth(settings, server):
