@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -34,6 +35,9 @@ console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+TODAY_ENV = "DAILY_INDEX_TODAY"
+
+
 def _parse_day(value: str | None) -> date:
     if value is None:
         return datetime.now(UTC).date()
@@ -41,6 +45,21 @@ def _parse_day(value: str | None) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"expected a date as YYYY-MM-DD, got {value!r}") from None
+
+
+def _default_day(environ: Mapping[str, str]) -> date:
+    """Today: $DAILY_INDEX_TODAY when set (the day the sources take as today), else UTC's.
+
+    Raises:
+        click.UsageError: DAILY_INDEX_TODAY is set but is not a date (exit code 2).
+    """
+    value = (environ.get(TODAY_ENV) or "").strip()
+    if not value:
+        return datetime.now(UTC).date()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.UsageError(f"{TODAY_ENV} must be a date as YYYY-MM-DD, got {value!r}") from None
 
 
 def _instance(ephemeral: bool):
@@ -56,23 +75,6 @@ def _instance(ephemeral: bool):
         # SQLite in DAGSTER_HOME is Dagster's default; the file only silences its notice.
         config.write_text("telemetry:\n  enabled: false\n")
     return dg.DagsterInstance.get()
-
-
-def _fmt_value(value: float | None, unit: str) -> str:
-    if value is None:
-        return "missing"
-    if unit == "%":
-        return f"{value:,.4g} %"
-    if abs(value) >= 1000:
-        return f"{value:,.0f} {unit}".strip()
-    return f"{value:,.6g} {unit}".strip()
-
-
-def _fmt_change(pct: float | None) -> str:
-    if pct is None:
-        return "–"
-    colour = "green" if pct > 0 else "red" if pct < 0 else "white"
-    return f"[{colour}]{pct:+.2f} %[/{colour}]"
 
 
 class _ProgressBars:
@@ -132,9 +134,48 @@ class _ProgressBars:
             self.bar.stop()
 
 
+_CHANGE_COLOURS = {"+": "green", "-": "red"}
+
+
+def _change_cell(change) -> str:
+    from daily_index.formatting import format_change
+
+    text = format_change(change)
+    colour = _CHANGE_COLOURS.get(text[:1])
+    return f"[{colour}]{text}[/{colour}]" if colour else text
+
+
+def _row_cells(row) -> tuple[str, str, str]:
+    """Value, 1-day change and status of one day-table row, as the CLI shows them."""
+    from daily_index.formatting import format_value
+
+    value = format_value(row.value, row.spec.unit)
+    reason = escape(row.reason or "")
+    if row.status == "gap":
+        as_of = row.as_of
+        value = (
+            f"[dim]{format_value(as_of.value, row.spec.unit)} (as of {as_of.day})[/dim]"
+            if as_of
+            else "[dim]–[/dim]"
+        )
+        return value, "–", f"[dim]gap[/dim]: {reason}"
+    if row.status == "failed":
+        if row.earlier_fetch:
+            value = f"{value} [dim](earlier fetch)[/dim]"
+        return value, _change_cell(row.changes[1]), f"[red]failed[/red]: {reason or 'fetch failed'}"
+    if row.status == "missing":
+        return value, "–", "[red]missing[/red]: not fetched"
+    return value, _change_cell(row.changes[1]), "[green]ok[/green]"
+
+
 def _kpi_table(
     defs_env: Mapping[str, str], day: date, kpi_ids: list[str] | None, title: str
-) -> tuple[Table, int]:
+) -> tuple[Table, int, int]:
+    """The day's KPIs as the CLI prints them, the number of failed or missing, and of gaps.
+
+    The status comes from this day's fetch status, so a re-run whose fetch failed shows
+    (and counts) the failure even when an earlier fetch had stored a value.
+    """
     from daily_index.defs.resources import storage_from_env
     from daily_index.registry import current_registry
     from daily_index.report.model import load_day_table
@@ -147,16 +188,8 @@ def _kpi_table(
     for column in ("KPI", "Value", "Δ 1 day", "Status"):
         table.add_column(column, justify="right" if column in ("Value", "Δ 1 day") else "left")
     for row in day_table.rows:
-        state = (
-            "[green]ok[/green]"
-            if row.value is not None
-            else f"[red]failed[/red]: {row.reason or 'not fetched'}"
-        )
-        table.add_row(
-            row.spec.name, _fmt_value(row.value, row.spec.unit), _fmt_change(row.changes[1]), state
-        )
-    failures = len(day_table.missing)
-    return table, failures
+        table.add_row(escape(row.spec.name), *_row_cells(row))
+    return table, len(day_table.problems), len(day_table.gaps)
 
 
 # The CLI prints its own summary of failures; Dagster's console log would repeat them.
@@ -245,21 +278,26 @@ def run_day(
         )
     materialised = len(result.get_asset_materialization_events())
     try:
-        table, failures = _kpi_table(environ, day, kpi_ids, f"{label}KPIs for {day}")
+        table, failures, gaps = _kpi_table(environ, day, kpi_ids, f"{label}KPIs for {day}")
         console.print(table)
     except Exception as exc:  # storage unreachable: the run's own error follows
-        failures = -1
+        failures, gaps = -1, 0
         err_console.print(f"[red]Cannot read back the stored KPIs:[/red] {exc}")
     console.print(
         f"{materialised} KPIs stored in {time.perf_counter() - started:.1f} s "
         f"(run {result.run_id[:8]})."
+        + (f" {gaps} KPI(s) had no observation expected (not failures)." if gaps else "")
     )
     if not result.success and materialised == 0:
         err_console.print(f"[red]Run failed:[/red] {step_error(result)}")
         return EXIT_FAILED
-    code = EXIT_OK if result.success else EXIT_PARTIAL
-    if code == EXIT_PARTIAL:
-        err_console.print(f"[yellow]{failures} KPI(s) failed; the others were stored.[/yellow]")
+    code = EXIT_OK if result.success and failures <= 0 else EXIT_PARTIAL
+    if failures > 0:
+        err_console.print(
+            f"[yellow]{failures} KPI(s) failed or missing; the others were stored.[/yellow]"
+        )
+    elif not result.success:
+        err_console.print(f"[yellow]The KPI run failed:[/yellow] {step_error(result)}")
     if not report or kpi_ids:
         return code
 
@@ -303,7 +341,12 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--date", "day", metavar="YYYY-MM-DD", help="The day to run (default: today, UTC).")
+@click.option(
+    "--date",
+    "day",
+    metavar="YYYY-MM-DD",
+    help="The day to run (default: today, UTC; $DAILY_INDEX_TODAY when set).",
+)
 @click.option("--kpi", "kpi_ids", multiple=True, metavar="ID", help="Only these KPIs (repeatable).")
 @click.option(
     "--history",
@@ -322,7 +365,7 @@ def run(
     With --kpi, only those KPIs are fetched and no report is built.
     """
     code = run_day(
-        day=_parse_day(day),
+        day=_parse_day(day) if day else _default_day(os.environ),
         environ=os.environ,
         kpi_ids=list(kpi_ids) or None,
         show_progress=not no_progress,

@@ -78,6 +78,7 @@ def build_pdf_asset(*, kpis: list[KpiSpec], registry_version: int) -> dg.AssetsD
         store = storage.get_store()
         table = load_day_table(kpis, store, day, window_days=report_settings.chart_window_days)
         partial = not table.complete
+        reported = sum(1 for row in table.rows if row.value is not None)
         with tempfile.TemporaryDirectory(prefix="pdf-") as tmp:
             workdir = Path(tmp)
             charts = stored_charts(store, day, workdir)
@@ -90,7 +91,8 @@ def build_pdf_asset(*, kpis: list[KpiSpec], registry_version: int) -> dg.AssetsD
                 generated_at=datetime.now(UTC),
                 generation={
                     "registry version": str(registry_version),
-                    "KPIs": f"{len(table.rows) - len(table.missing)}/{len(table.rows)}",
+                    "KPIs": f"{reported}/{len(table.rows) - len(table.gaps)}"
+                    + (f" ({len(table.gaps)} with no observation expected)" if table.gaps else ""),
                     "run": context.run.run_id[:8],
                     "storage": store.description,
                 },
@@ -114,6 +116,7 @@ def build_pdf_asset(*, kpis: list[KpiSpec], registry_version: int) -> dg.AssetsD
                 "bytes": len(data),
                 "partial": partial,
                 "missing_kpis": dg.MetadataValue.json([r.kpi_id for r in table.missing]),
+                "expected_gaps": dg.MetadataValue.json([r.kpi_id for r in table.gaps]),
                 "headline": analysis.get("headline", ""),
                 "analyst": analysis.get("analyst_label", ""),
                 "page_1": dg.MetadataValue.md(preview),

@@ -2,8 +2,10 @@
 
 Pure rendering, no Dagster. matplotlib's Agg backend draws every chart on one reused
 figure (new data, relimit, save): building a figure per chart costs about twice as much.
-Missing days stay missing: each series is reindexed onto the full daily window with NaN,
-so a line breaks and a bar is absent where no value was stored; nothing is interpolated.
+Missing days stay missing: each series is reindexed onto the window's days in the KPI's
+calendar with NaN, so a line breaks and a bar is absent where an expected value was not
+stored; nothing is interpolated. Days outside the calendar (a weekend for a business-day
+series) are not gaps: the line runs across them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from daily_index.calendars import in_calendar  # noqa: E402
 from daily_index.formatting import format_value  # noqa: E402
 from daily_index.report.model import DayTable, KpiRow  # noqa: E402
 
@@ -91,10 +94,12 @@ class _Job:
     high: float | None
     low: float | None
     x: np.ndarray
-    """matplotlib date numbers of every day in the window."""
+    """matplotlib date numbers of the window's days in the KPI's calendar."""
     y: np.ndarray
-    """One value per day, NaN where the day has no value."""
+    """One value per such day, NaN where the day has no value."""
     path: Path
+    span: tuple[float, float] = (0.0, 0.0)
+    """matplotlib date numbers of the window's first and last day (the same for every KPI)."""
 
 
 def window_bounds(day: date, window_days: int) -> tuple[date, date]:
@@ -127,11 +132,16 @@ def _as_date(value: object) -> date:
 
 def _jobs(table: DayTable, out_dir: Path, window_days: int) -> list[_Job]:
     start, end = window_bounds(table.day, window_days)
-    x = mdates.date2num(np.arange(start, end + timedelta(days=1), timedelta(days=1)))
+    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    x_all = mdates.date2num(days)
     jobs = []
     for row in table.rows:
         spec = row.spec
         limits = spec.analysis_config.alert_thresholds
+        # Only days the KPI's calendar observes (and the report day): a business-day
+        # series runs on across weekends, a failed business day still shows as a gap.
+        keep = np.array([in_calendar(spec, d) or d == end for d in days])
+        x, y = x_all[keep], daily_values(row, start, end)[keep]
         jobs.append(
             _Job(
                 kpi_id=spec.id,
@@ -141,8 +151,9 @@ def _jobs(table: DayTable, out_dir: Path, window_days: int) -> list[_Job]:
                 high=limits.high,
                 low=limits.low,
                 x=x,
-                y=daily_values(row, start, end),
+                y=y,
                 path=out_dir / f"{spec.id}.png",
+                span=(float(x_all[0]), float(x_all[-1])),
             )
         )
     return jobs
@@ -191,7 +202,7 @@ class _ChartPainter:
         x, y = job.x, job.y
         valid = ~np.isnan(y)
         self.title.set_text(job.title)
-        ax.set_xlim(x[0] - 0.8, x[-1] + 0.8)
+        ax.set_xlim(job.span[0] - 0.8, job.span[1] + 0.8)
         if not valid.any():
             self._empty(job)
         else:
@@ -212,7 +223,7 @@ class _ChartPainter:
         self.note.set_text("no data")
         self.note.set_visible(True)
         self.temporary.append(
-            ax.axvspan(job.x[0] - 0.5, job.x[-1] + 0.5, color=GAP, linewidth=0, zorder=0)
+            ax.axvspan(job.span[0] - 0.5, job.span[1] + 0.5, color=GAP, linewidth=0, zorder=0)
         )
 
     def _series(self, job: _Job, x: np.ndarray, y: np.ndarray, valid: np.ndarray) -> None:
@@ -224,7 +235,7 @@ class _ChartPainter:
         if gaps:
             tmp.append(
                 ax.broken_barh(
-                    [(x[a] - 0.5, b - a) for a, b in gaps],
+                    [(x[a] - 0.5, x[b - 1] - x[a] + 1) for a, b in gaps],
                     (0, 1),
                     transform=ax.get_xaxis_transform(),
                     facecolor=GAP,
@@ -400,14 +411,14 @@ def _paint_sheet(jobs: Sequence[_Job], path: Path, page: int, pages: int) -> Pat
                 color=DOWN,
                 fontweight="bold",
             )
-            ax.set_xlim(job.x[0], job.x[-1])
+            ax.set_xlim(*job.span)
             ax.axhline(0.5, color=GAP, linewidth=4)
             ax.set_ylim(0, 1)
             continue
         ax.plot(job.x, job.y, color=ACCENT, linewidth=0.9)
         last = int(np.flatnonzero(valid)[-1])
         ax.plot([job.x[last]], [job.y[last]], marker="o", markersize=2, color=ACCENT)
-        ax.set_xlim(job.x[0], job.x[-1])
+        ax.set_xlim(*job.span)
         low, high = np.nanmin(job.y), np.nanmax(job.y)
         pad = (high - low) * 0.1 or abs(high) * 0.05 or 1.0
         ax.set_ylim(low - pad, high + pad)

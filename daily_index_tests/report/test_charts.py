@@ -101,6 +101,14 @@ def test_line_and_area_break_at_missing_days(recorded, kpi_id):
     assert np.isnan(y).sum() == 4, "nothing else is missing, nothing is interpolated"
 
 
+def test_a_business_day_series_runs_across_weekends_and_breaks_at_a_missing_weekday(recorded):
+    days = [DAY - timedelta(days=i) for i in range(90)]
+    weekdays = sum(1 for d in days if d.weekday() < 5)
+    y = recorded["us10y"]["line_y"]
+    assert len(y) == weekdays, "weekends are not plotted, so they are no gaps"
+    assert np.isnan(y).sum() == 4, "the four missing weekdays stay gaps"
+
+
 def test_area_chart_fills_and_bar_chart_draws_no_bar_on_missing_days(recorded):
     assert "FillBetweenPolyCollection" in recorded["btc_dominance"]["temporary"] or (
         "PolyCollection" in recorded["btc_dominance"]["temporary"]
