@@ -481,3 +481,10 @@ def test_limit_settings_come_from_the_environment():
         {"DAILY_INDEX_MAX_RESPONSE_BYTES": "4096", "DAILY_INDEX_MAX_JSON_DEPTH": "8"}
     ).settings()
     assert (chosen.max_response_bytes, chosen.max_json_depth) == (4096, 8)
+
+
+def test_a_big_5xx_page_is_still_retried_as_a_5xx(settings, server):
+    page = "<html><body>" + "busy " * 500_000 + "</body></html>"
+    server.inject(SIMPLE, Fault(status=503, body=page, content_type="text/html"))
+    outcome = fetch(settings, "btc_price")
+    assert isinstance(outcome.update, KPIDataUpdate) and outcome.attempts == 2
