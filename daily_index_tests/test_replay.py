@@ -102,8 +102,22 @@ def test_current_endpoints_answer_as_of_demo_day(server):
     chart = json.loads((responses_dir() / "coingecko/market_chart/bitcoin_usd.json").read_text())
     assert price.json()["bitcoin"]["usd"] == chart["prices"][-1][1]
     assert chart["prices"][-1][0] // 86_400_000 * 86_400_000 == ms(DEMO_DAY)
+    assert "last_updated_at" not in price.json()["bitcoin"]  # only when asked, like the API
+    timed = httpx.get(
+        f"{base}/simple/price",
+        params={"ids": "bitcoin", "vs_currencies": "usd", "include_last_updated_at": "true"},
+    ).json()["bitcoin"]
+    assert timed["usd"] == chart["prices"][-1][1]
+    assert timed["last_updated_at"] * 1000 == chart["prices"][-1][0]  # the quote's own time
     updated = httpx.get(f"{base}/global").json()["data"]["updated_at"]
     assert datetime.fromtimestamp(updated, UTC).date() == DEMO_DAY
+
+
+def test_fred_recording_has_the_demo_day(server):
+    """The demo's "today" must have its own observation: FRED's lag would make it stale."""
+    for series in ("DGS10", "DTWEXBGS", "DFF"):
+        rows = json.loads((responses_dir() / f"fred/{series}.json").read_text())["observations"]
+        assert max(o["date"] for o in rows if o["value"] != ".") == DEMO_DAY.isoformat()
 
 
 def test_n8n_webhook_answers_a_trigger(server):
