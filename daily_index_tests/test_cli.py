@@ -1,15 +1,21 @@
 """`daily-index` end to end, as a user runs it, against the replay server on 127.0.0.1."""
 
+import io
 import os
+import re
 import subprocess
 import sys
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from pypdf import PdfReader
+from rich.console import Console
 
-from daily_index.cli import demo_environment
+from daily_index.cli import _kpi_table, demo_environment
 from daily_index.replay import DEMO_DAY, Fault, ReplayServer
+from daily_index.storage.objectstore import LocalObjectStore
+from daily_index.storage.series import KpiSeriesStore, SeriesRow, record_fetch_status
 
 CLI = [sys.executable, "-m", "daily_index.cli"]
 
@@ -47,6 +53,7 @@ def env(replay, tmp_path):
     environ["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
     environ["DAILY_INDEX_FETCH_MAX_ATTEMPTS"] = "1"
     environ["FRED_API_KEY"] = "fred-secret-value"
+    environ["COLUMNS"] = "250"  # one line per KPI row, whatever the reasons' length
     return environ
 
 
@@ -54,14 +61,32 @@ def _pdf_text(path: Path) -> str:
     return "\n".join(page.extract_text() for page in PdfReader(path).pages)
 
 
+def _table_rows(stdout: str) -> dict[str, list[str]]:
+    """The CLI's KPI table: name -> [value, 1-day change, status]."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if len(cells) == 4 and cells[0] and cells[0] != "KPI":
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
 def test_run_does_the_whole_day(env, tmp_path):
     done = _cli("run", "--date", DEMO_DAY.isoformat(), "--history", "7", "--no-progress", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Bitcoin price" in done.stdout and "97,338 USD" in done.stdout
+    rows = _table_rows(done.stdout)
+    assert rows["Bitcoin price"][0] == "$97,338"
     pdf = tmp_path / "store" / "reports" / f"{DEMO_DAY}.pdf"
     assert str(pdf) in done.stdout.replace("\n", "")
     text = _pdf_text(pdf)
-    assert "Bitcoin price" in text and "97,338" in text
+    assert "Bitcoin price" in text and "$97,338" in text
+    # One formatter: every value and change the CLI prints is printed the same in the PDF.
+    flat = re.sub(r"\s+", " ", text)
+    assert len(rows) >= 10
+    for name, (value, change, _status) in rows.items():
+        assert f"{value} {change}" in flat, (name, value, change)
+    assert any(c.endswith(" pp") for _, c, _ in rows.values())
+    assert any(c.endswith(" bp") for _, c, _ in rows.values())
     assert "partial" not in text.lower()
     sent = list((tmp_path / "outbox").rglob("*.pdf"))
     assert len(sent) == 1 and sent[0].read_bytes() == pdf.read_bytes()
@@ -79,6 +104,94 @@ def test_a_failing_kpi_gives_exit_1_and_a_partial_report(env, replay, tmp_path):
     text = _pdf_text(tmp_path / "store" / "reports" / f"{DEMO_DAY}.pdf")
     assert "partial" in text.lower()
     assert "Crypto Fear & Greed index" in text and "HTTP 500" in text
+
+
+def test_a_rerun_whose_fetch_fails_shows_and_counts_the_failure(env, replay):
+    first = _cli("run", "--date", DEMO_DAY.isoformat(), "--no-progress", "--kpis-only", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert _table_rows(first.stdout)["Crypto Fear & Greed index"][2] == "ok"
+    replay.inject(
+        "/alternative_me", Fault(status=500, body="<html>oops</html>", content_type="text/html")
+    )
+    again = _cli("run", "--date", DEMO_DAY.isoformat(), "--no-progress", "--kpis-only", env=env)
+    assert again.returncode == 1, again.stdout + again.stderr
+    rows = _table_rows(again.stdout)
+    assert "Crypto Fear & Greed index" in rows, again.stdout
+    value, _, status = rows["Crypto Fear & Greed index"]
+    assert status.startswith("failed") and "HTTP 500" in again.stdout
+    assert value.endswith("(earlier fetch)")
+    assert "1 KPI(s) failed" in again.stderr
+    assert "0 KPI(s) failed" not in again.stderr
+
+
+def test_run_without_a_date_runs_daily_index_today(env):
+    done = _cli("run", "--no-progress", "--kpis-only", "--kpi", "btc_price", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"KPIs for {DEMO_DAY}" in done.stdout
+    assert _table_rows(done.stdout)["Bitcoin price"] == ["$97,338", "–", "ok"]
+
+
+@pytest.mark.parametrize("bad", ["2026-13-01", "tomorrow"])
+def test_a_bad_daily_index_today_is_a_usage_error(env, bad):
+    done = _cli("run", "--no-progress", "--kpis-only", env=env | {"DAILY_INDEX_TODAY": bad})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "DAILY_INDEX_TODAY" in done.stderr and bad in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _render(table) -> dict[str, list[str]]:
+    out = io.StringIO()
+    Console(file=out, width=250, color_system=None).print(table)
+    return _table_rows(out.getvalue())
+
+
+def _store_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "DAILY_INDEX_STORAGE": "local",
+        "DAILY_INDEX_DATA_DIR": str(tmp_path / "store"),
+        "FRED_API_KEY": "k",
+    }
+
+
+def _store_values(tmp_path: Path, kpi_id: str, points: dict[date, float]) -> LocalObjectStore:
+    store = LocalObjectStore(tmp_path / "store")
+    now = datetime.now(UTC)
+    KpiSeriesStore(store).upsert(
+        kpi_id, [SeriesRow(d, v, None, "test", now, "t") for d, v in points.items()]
+    )
+    return store
+
+
+def test_the_kpi_table_shows_an_expected_gap_with_its_reason_and_last_observation(tmp_path):
+    friday, sunday = date(2026, 11, 27), date(2026, 11, 29)
+    store = _store_values(tmp_path, "us_10y_yield", {friday: 4.16})
+    _store_values(tmp_path, "btc_price", {sunday - timedelta(days=1): 90_000.0, sunday: 91_800.0})
+    reason = "no observation expected: weekend (sunday; a business-day series)"
+    record_fetch_status(
+        store,
+        sunday,
+        {"us_10y_yield": {"status": "gap", "reason": reason}, "btc_price": {"status": "ok"}},
+    )
+    table, failures, gaps = _kpi_table(
+        _store_env(tmp_path), sunday, ["us_10y_yield", "us_dollar_index", "btc_price"], "t"
+    )
+    rows = _render(table)
+    assert (failures, gaps) == (0, 2)
+    assert rows["US 10-year Treasury yield"] == ["4.16% (as of 2026-11-27)", "–", f"gap: {reason}"]
+    # Nothing recorded, but a Sunday is outside its calendar: a gap too, never "missing".
+    assert rows["US dollar index (broad)"][2].startswith("gap: no observation expected: weekend")
+    assert rows["Bitcoin price"] == ["$91,800", "+2.0%", "ok"]
+
+
+def test_the_kpi_table_counts_a_failed_refetch_over_a_stored_value(tmp_path):
+    day = date(2026, 11, 24)
+    store = _store_values(tmp_path, "btc_price", {day - timedelta(days=1): 90_000.0, day: 91_800.0})
+    record_fetch_status(store, day, {"btc_price": {"status": "failed", "reason": "HTTP 503"}})
+    table, failures, gaps = _kpi_table(_store_env(tmp_path), day, ["btc_price", "eth_price"], "t")
+    rows = _render(table)
+    assert (failures, gaps) == (2, 0)
+    assert rows["Bitcoin price"] == ["$91,800 (earlier fetch)", "+2.0%", "failed: HTTP 503"]
+    assert rows["Ether price"] == ["missing", "–", "missing: not fetched"]
 
 
 def test_unreachable_storage_gives_exit_3_and_names_the_store(env):
