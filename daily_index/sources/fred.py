@@ -86,6 +86,7 @@ async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> 
                 "YYYY-MM-DD",
                 "invalid_value",
             ) from None
+        # Every row is on or before the day and none is of it: this always refuses.
         require_day(
             request,
             observed,
