@@ -357,6 +357,16 @@ def first_lines(text: str | None, lines: int = ERROR_LINES, chars: int = 600) ->
     return joined if len(joined) <= chars else joined[: chars - 1] + "…"
 
 
+def _root_cause(event: dg.DagsterEvent) -> str:
+    """The innermost error of a step failure (Dagster wraps ours in its own)."""
+    error = getattr(event.event_specific_data, "error", None)
+    if error is None:
+        return event.message or ""
+    while error.cause is not None:
+        error = error.cause
+    return error.message
+
+
 def run_failure_notice(
     *, run_id: str, job_name: str, partition: str | None, errors: Sequence[str], ui_base_url: str
 ) -> Notice:
@@ -394,9 +404,7 @@ def build_run_failure_alert_sensor(
         run = context.dagster_run
         errors = [context.failure_event.message or ""]
         for event in context.get_step_failure_events():
-            error = getattr(event.event_specific_data, "error", None)
-            message = error.message if error is not None else event.message
-            errors.append(f"step {event.step_key}: {message}")
+            errors.append(f"step {event.step_key}: {_root_cause(event)}")
         notice = run_failure_notice(
             run_id=run.run_id,
             job_name=run.job_name,
@@ -432,8 +440,9 @@ def check_failure_notice(
     run_id: str,
     evaluation: dg.AssetCheckEvaluation,
     ui_base_url: str,
+    partition: str | None = None,
 ) -> Notice:
-    partition = evaluation.partition
+    partition = evaluation.partition or partition
     where = f" for {partition}" if partition else ""
     severity = getattr(evaluation.severity, "value", str(evaluation.severity))
     asset = check_key.asset_key.to_user_string()
@@ -449,6 +458,12 @@ def check_failure_notice(
         kpi_id=None,
         kind="check_failure",
     )
+
+
+def _run_partition(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """The partition a run was for (a check on a partitioned asset, itself unpartitioned)."""
+    run = instance.get_run_by_id(run_id)
+    return run.tags.get("dagster/partition") if run is not None else None
 
 
 def changed_checks(seen: Mapping[str, int], latest: Mapping[str, int | None]) -> list[str]:
@@ -508,7 +523,11 @@ def build_check_failure_alert_sensor(
                 check_key, limit=CHECK_HISTORY_PAGE
             ):
                 evaluation = record.evaluation
-                if evaluation is None or evaluation.passed or record.create_timestamp < since:
+                if (
+                    not isinstance(evaluation, dg.AssetCheckEvaluation)
+                    or evaluation.passed
+                    or record.create_timestamp < since
+                ):
                     continue
                 notices.append(
                     check_failure_notice(
@@ -517,6 +536,8 @@ def build_check_failure_alert_sensor(
                         run_id=record.run_id,
                         evaluation=evaluation,
                         ui_base_url=alerts.ui_base_url,
+                        partition=record.partition
+                        or _run_partition(context.instance, record.run_id),
                     )
                 )
         result = dispatch(
