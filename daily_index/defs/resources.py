@@ -211,9 +211,7 @@ def sources_from_env(environ: Mapping[str, str]) -> KpiSourcesResource:
         timeout_s=env_float(environ, "DAILY_INDEX_FETCH_TIMEOUT_S", 15.0),
         max_attempts=env_int(environ, "DAILY_INDEX_FETCH_MAX_ATTEMPTS", 4),
         concurrency=env_int(environ, "DAILY_INDEX_FETCH_CONCURRENCY", 32),
-        max_response_bytes=env_int(
-            environ, "DAILY_INDEX_MAX_RESPONSE_BYTES", 1_048_576, minimum=1
-        ),
+        max_response_bytes=env_int(environ, "DAILY_INDEX_MAX_RESPONSE_BYTES", 1_048_576, minimum=1),
         max_json_depth=env_int(environ, "DAILY_INDEX_MAX_JSON_DEPTH", 64, minimum=1),
         today=environ.get("DAILY_INDEX_TODAY") or None,
     )
