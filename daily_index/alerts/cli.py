@@ -21,7 +21,6 @@ from daily_index.registry import RegistryError, current_registry
 
 EXIT_OK, EXIT_CONFIG = 0, 2
 
-console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -104,8 +103,10 @@ def check(day: date, send: bool) -> None:
 
     if not fired:
         rules = sum(len(k.alerts) for k in kpis)
-        console.print(f"No alert fires for {day.isoformat()} ({len(kpis)} KPIs, {rules} rules).")
+        click.echo(f"No alert fires for {day.isoformat()} ({len(kpis)} KPIs, {rules} rules).")
         return
+    # Built per call: the width follows $COLUMNS of this run (80 when not a terminal).
+    console = Console(highlight=False)
     table = Table(title=f"Alerts for {day.isoformat()}", title_justify="left")
     for column in ("KPI", "Rule", "Value", "Previous", "Change", "What", "Status"):
         table.add_column(column, overflow="fold")
