@@ -147,7 +147,7 @@ def _change_cell(change) -> str:
 
 def _row_cells(row) -> tuple[str, str, str]:
     """Value, 1-day change and status of one day-table row, as the CLI shows them."""
-    from daily_index.formatting import format_value
+    from daily_index.formatting import brief, format_value
 
     value = format_value(row.value, row.spec.unit)
     reason = escape(row.reason or "")
@@ -158,7 +158,7 @@ def _row_cells(row) -> tuple[str, str, str]:
             if as_of
             else "[dim]–[/dim]"
         )
-        return value, "–", f"[dim]gap[/dim]: {reason}"
+        return value, "–", f"[dim]gap[/dim]: {escape(brief(row.reason))}"
     if row.status == "failed":
         if row.earlier_fetch:
             value = f"{value} [dim](earlier fetch)[/dim]"

@@ -118,3 +118,19 @@ def format_zscore(z: float | None) -> str:
     text = f"{abs(z):.1f}"
     sign = "" if not text.strip("0.") else ("+" if z > 0 else "-")
     return f"{sign}{text}σ"
+
+
+def brief(text: str | None, limit: int = 72) -> str:
+    """A reason short enough for a table cell: its first clause when the whole is too long.
+
+    `no observation available: CoinGecko's keyless /global has no history, so past days ...`
+    reads `no observation available: CoinGecko's keyless /global has no history`; the full
+    text belongs in the data-quality list.
+    """
+    text = " ".join((text or "").split())
+    if len(text) <= limit:
+        return text
+    cuts = [i for i in (text.find(" ("), text.find(", "), text.find("; ")) if i > 0]
+    if cuts and min(cuts) <= limit:
+        return text[: min(cuts)]
+    return text[: limit - 1].rstrip() + "…"

@@ -6,6 +6,7 @@ import pytest
 
 from daily_index.formatting import (
     Change,
+    brief,
     change_between,
     format_change,
     format_value,
@@ -108,3 +109,28 @@ def test_a_funding_rate_change_reads_in_basis_points_not_percent():
 )
 def test_format_zscore(z, text):
     assert format_zscore(z) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "short"),
+    [
+        ("HTTP 500", "HTTP 500"),
+        (
+            "no observation expected: weekend (sunday; a business-day series)",
+            "no observation expected: weekend (sunday; a business-day series)",
+        ),
+        (
+            "no observation expected: weekend (sunday; a business-day series, see the registry)",
+            "no observation expected: weekend",
+        ),
+        (
+            "no observation available: CoinGecko's keyless /global has no history, so past days "
+            "such as 2026-11-22 cannot be fetched",
+            "no observation available: CoinGecko's keyless /global has no history",
+        ),
+        ("x" * 80, "x" * 71 + "…"),
+        (None, ""),
+    ],
+)
+def test_brief_keeps_the_first_clause_of_a_long_reason(text, short):
+    assert brief(text) == short

@@ -22,7 +22,7 @@ import jinja2
 from weasyprint import CSS, HTML
 from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
-from daily_index.formatting import Change, format_change, format_value, format_zscore
+from daily_index.formatting import Change, brief, format_change, format_value, format_zscore
 from daily_index.report.analysis import rank_moves
 from daily_index.report.charts import ChartSet, chart_title
 from daily_index.report.model import CHANGE_HORIZONS, DayTable, KpiRow
@@ -126,7 +126,7 @@ def _row_view(row: KpiRow, chart: Path | None) -> dict[str, Any]:
         "name": spec.name,
         "title": chart_title(spec.name, spec.unit),
         "category": spec.metadata.category,
-        "value": format_value(row.value, spec.unit),
+        "value": "no observation" if row.status == "gap" else format_value(row.value, spec.unit),
         "missing": row.value is None,
         "gap": row.status == "gap",
         "problem": row.is_problem,
@@ -153,6 +153,7 @@ def _row_view(row: KpiRow, chart: Path | None) -> dict[str, Any]:
             if level is not None
         ),
         "reason": row.reason,
+        "reason_brief": brief(row.reason),
         "source": spec.metadata.source,
         "source_kind": spec.source.kind,
         "chart": chart.resolve().as_uri() if chart is not None else None,
