@@ -704,6 +704,8 @@ def _note(row: KpiRow) -> str:
     else:
         status = None
     text = f"{value}; {changes}" + (f"; {status}" if status else "")
+    for verdict in row.check_findings:
+        text += f"; data check {verdict.rule} ({verdict.severity}): {verdict.detail}"
     if row.earlier_fetch:
         reason = _short_reason(row.reason) or "no reason given"
         text += f"; value from an earlier fetch, the latest fetch failed: {reason}"
@@ -799,6 +801,9 @@ def rule_based(table: DayTable) -> Analysis:
         sentences.append("No alert threshold was crossed.")
     if missing:
         sentences.append(f"Missing today: {_names(missing)}.")
+    flagged = table.flagged
+    if flagged:
+        sentences.append(f"Data checks flagged: {_names(flagged)}.")
     if refetch_failed:
         sentences.append(
             f"Latest fetch failed, value from an earlier fetch kept: {_names(refetch_failed)}."
@@ -847,6 +852,12 @@ def rule_based(table: DayTable) -> Analysis:
             f"The latest fetch of {_plural(len(refetch_failed), 'KPI')} failed "
             f"({_names(refetch_failed)}); their values come from an earlier fetch."
         )
+    for row in flagged[:5]:
+        findings = "; ".join(f"{v.rule}: {v.detail}" for v in row.check_findings)
+        severity = "error" if any(v.severity == "ERROR" for v in row.check_findings) else "warning"
+        risks.append(f"Data check {severity} for {row.spec.name}: {findings}.")
+    if len(flagged) > 5:
+        risks.append(f"{len(flagged) - 5} more KPIs failed a data check (see Data quality).")
     risks = [r if len(r) <= RISK_MAX else r[: RISK_MAX - 1] + "…" for r in risks]
 
     # Outlook: momentum of the majority over a week (one day where no week is known).

@@ -16,7 +16,8 @@ Changes are in the KPI's change unit (percent, percentage points, basis points, 
 points) against the last observation on or before the horizon day, so a business-day
 series on a Monday gets its 1-day change against Friday. `zscore` tells how unusual the
 day's move is for that KPI: its change from the previous observation over the standard
-deviation of the 90 observation-to-observation changes before it.
+deviation of the 90 observation-to-observation changes before it. `check` holds the
+KPI-day's data-quality verdicts (`daily_index.checks`, the rules of its asset check).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from daily_index.calendars import calendar_gap
+from daily_index.checks import CheckOutcome, Verdict, evaluate
 from daily_index.formatting import Change, change_between
 from daily_index.registry import KpiSpec
 from daily_index.storage.objectstore import ObjectStore
@@ -69,6 +71,8 @@ class KpiRow:
     """The last observation on or before the day (the day's own when there is one)."""
     earlier_fetch: bool = False
     """The value was stored by an earlier fetch; the latest fetch of the day failed."""
+    check: CheckOutcome | None = None
+    """The KPI-day's data-quality verdicts (the same rules as its Dagster asset check)."""
     history: pd.DataFrame | None = field(default=None, repr=False, compare=False)
     """The chart window: columns `date` and `value`, one row per stored day."""
 
@@ -84,6 +88,13 @@ class KpiRow:
     def is_problem(self) -> bool:
         """A failure or a missing value: what the CLI counts and the report lists as such."""
         return self.status in ("failed", "missing")
+
+    @property
+    def check_findings(self) -> list[Verdict]:
+        """Failed quality verdicts beyond a missing value (which the status already says)."""
+        if self.check is None:
+            return []
+        return [v for v in self.check.failed if v.rule != "present"]
 
     @property
     def as_of(self) -> Observation | None:
@@ -111,6 +122,11 @@ class DayTable:
     def problems(self) -> list[KpiRow]:
         """KPIs whose fetch failed (also over an earlier value) or that are missing."""
         return [r for r in self.rows if r.is_problem]
+
+    @property
+    def flagged(self) -> list[KpiRow]:
+        """KPIs whose value failed a data-quality rule (range, stale, jump, ...)."""
+        return [r for r in self.rows if r.check_findings]
 
     @property
     def gaps(self) -> list[KpiRow]:
@@ -238,6 +254,14 @@ def build_row(
             status, reason = "gap", reason or gap
         else:
             status = "missing"
+    check = evaluate(
+        spec,
+        day,
+        value,
+        history[["date", "value"]] if len(history) else None,
+        status="ok" if status == "ok" else "gap" if status == "gap" else "failed",
+        reason=reason,
+    )
     kept = history
     if len(history):
         kept = history[["date", "value"]]
@@ -254,6 +278,7 @@ def build_row(
         zscore=zscore,
         last=last,
         earlier_fetch=earlier_fetch,
+        check=check,
         history=kept,
     )
 

@@ -154,6 +154,9 @@ def _row_view(row: KpiRow, chart: Path | None) -> dict[str, Any]:
         ),
         "reason": row.reason,
         "reason_brief": brief(row.reason),
+        "findings": [
+            {"rule": v.rule, "severity": v.severity, "detail": v.detail} for v in row.check_findings
+        ],
         "source": spec.metadata.source,
         "source_kind": spec.source.kind,
         "chart": chart.resolve().as_uri() if chart is not None else None,
@@ -242,6 +245,8 @@ def build_context(
         "missing_listed": missing[:MISSING_LISTED_ON_COVER],
         "problems": problems,
         "gaps": gaps,
+        "flagged": [by_id[r.kpi_id] for r in table.flagged],
+        "checked": sum(1 for r in table.rows if r.check is not None and r.value is not None),
         "crossed": crossed,
         "movers": [by_id[r.kpi_id] for r in movers],
         "movers_by_z": any(r.zscore is not None for r in movers),

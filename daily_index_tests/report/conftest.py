@@ -133,6 +133,7 @@ def make_table(
     window_days: int = 90,
     gap: dict[str, str] | None = None,
     refetch_failed: dict[str, str] | None = None,
+    stale: tuple[str, ...] = (),
 ) -> DayTable:
     """A table of SAMPLE_KPIS (or `kpis`).
 
@@ -146,6 +147,7 @@ def make_table(
         gap: kpi_id -> reason for KPIs with no observation expected on the day.
         refetch_failed: kpi_id -> reason for KPIs whose latest fetch failed over a value
             stored by an earlier one.
+        stale: KPIs whose last five observations are the same value (a failed check).
     """
     missing = missing or {}
     gap = gap or {}
@@ -164,6 +166,8 @@ def make_table(
             without_day = kpi_id in missing or kpi_id in gap
             kpi_gaps = gaps + ((0,) if without_day else ())
             history = history_frame(level, gaps=kpi_gaps, seed=index + 1)
+            if kpi_id in stale:
+                history.loc[history.index[-5:], "value"] = level
         if kpi_id in gap:
             rows.append(build_row(spec, history, DAY, gap[kpi_id], fetch="gap"))
         elif kpi_id in refetch_failed:

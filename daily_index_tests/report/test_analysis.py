@@ -690,3 +690,17 @@ def test_untrusted_text_travels_only_inside_the_data_block(stub: OpenAIStub) -> 
     assert kpis["broken_kpi"]["reason"] == " ".join(BREAKOUT.split())
     assert kpis["broken_kpi"]["value"] is None and kpis["broken_kpi"]["status"] == "failed"
     assert "untrusted" in system and DATA_START in system
+
+
+def test_the_rule_based_analyst_names_failed_data_checks() -> None:
+    from daily_index_tests.report.conftest import make_table
+
+    table = make_table(stale=("btc_price",))
+    [finding] = table.row("btc_price").check_findings
+    analysis = rule_based(table)
+    assert "Data checks flagged: Bitcoin price." in analysis.summary
+    assert any(r.startswith("Data check error for Bitcoin price: stale: ") for r in analysis.risks)
+    note = next(n.note for n in analysis.kpi_notes if n.kpi_id == "btc_price")
+    assert f"data check stale (ERROR): {finding.detail}" in note
+    clean = rule_based(make_table())
+    assert "Data check" not in clean.summary + " ".join(clean.risks)

@@ -150,3 +150,15 @@ def test_zscore_is_on_the_row_only_with_the_days_value():
     kpi = spec("fear_greed", "index", "points")
     assert build_row(kpi, daily(values), MONDAY).zscore is not None
     assert build_row(kpi, daily(values, end=FRIDAY), MONDAY).zscore is None
+
+
+def test_rows_carry_the_quality_check_of_the_day():
+    kpi = spec("btc_price", "price", "USD")
+    stale = build_row(kpi, daily([100.0, 101.0, 99.0, 99.0, 99.0]), MONDAY)
+    assert [v.rule for v in stale.check_findings] == ["stale"]
+    moving = build_row(kpi, daily([100.0, 101.0, 99.0, 98.0, 99.5]), MONDAY)
+    assert moving.check is not None and moving.check.passed and moving.check_findings == []
+    gap = build_row(kpi, daily([1.0], end=FRIDAY), MONDAY, "no observation", fetch="gap")
+    assert gap.check.passed  # an expected gap passes `present`
+    failed = build_row(kpi, daily([1.0], end=FRIDAY), MONDAY, "HTTP 500")
+    assert not failed.check.passed and failed.check_findings == []  # the status says it

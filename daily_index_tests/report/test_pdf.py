@@ -388,3 +388,23 @@ def test_chart_set_outside_its_folder_is_refused(tmp_path):
             generated_at=GENERATED_AT,
             generation=GENERATION,
         )
+
+
+def test_data_quality_lists_failed_check_verdicts_per_kpi(tmp_path):
+    table = make_table(stale=("btc_price",))
+    [flagged] = table.flagged
+    assert flagged.kpi_id == "btc_price"
+    [finding] = flagged.check_findings
+    assert finding.rule == "stale" and finding.severity == "ERROR"
+    _, pages = render(tmp_path, table)
+    text = " ".join(pages)
+    checks = text[text.index("Data checks") :]
+    assert "1 of 10 KPIs with a value failed a data-quality rule" in checks
+    assert "Bitcoin price" in checks and "stale error" in checks.lower()
+    assert " ".join(finding.detail.split()) in checks
+
+
+def test_a_clean_table_says_every_kpi_passed_the_checks(complete_report):
+    text = " ".join(complete_report[1])
+    assert not make_table().flagged
+    assert "All 10 KPIs with a value passed the data-quality rules" in text
