@@ -6,15 +6,16 @@ Shared by the sensor and `daily-index alerts check`: both read each KPI's series
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 
-from daily_index.alerts.ledger import Notice
-from daily_index.alerts.rules import Alert, evaluate_day, points_from
-from daily_index.registry import KpiSpec
-from daily_index.storage.series import KpiSeriesStore
+import pyarrow.parquet as pq
 
-DEFAULT_UI_BASE_URL = "http://127.0.0.1:3000"
+from daily_index.alerts.ledger import Notice
+from daily_index.alerts.rules import Alert, Point, evaluate_day, points_from
+from daily_index.registry import KpiSpec
+from daily_index.storage.series import KpiSeriesStore, series_key
 
 
 def asset_link(ui_base_url: str, kpi_id: str) -> str:
@@ -23,6 +24,20 @@ def asset_link(ui_base_url: str, kpi_id: str) -> str:
 
 def run_link(ui_base_url: str, run_id: str) -> str:
     return f"{ui_base_url.rstrip('/')}/runs/{run_id}"
+
+
+def read_points(series: KpiSeriesStore, kpi_id: str, end: date | None = None) -> list[Point]:
+    """A KPI's observations (day, value) from its stored series, up to `end`.
+
+    Reads the two columns straight into Python: `KpiSeriesStore.read` builds full rows and a
+    DataFrame, 4 ms per KPI here (0.84 s of a 200-KPI tick); this is under 1 ms.
+    """
+    data = series.store.read_bytes(series_key(kpi_id))
+    if data is None:
+        return []
+    table = pq.ParquetFile(io.BytesIO(data)).read(columns=["date", "value"], use_threads=False)
+    rows = zip(table.column("date").to_pylist(), table.column("value").to_pylist(), strict=True)
+    return points_from((d, v) for d, v in rows if end is None or d <= end)
 
 
 def evaluate(
@@ -50,10 +65,15 @@ def evaluate(
         lack = set(missing.get(kpi.id, ())) - have
         if not kpi.alerts or not (have or lack):
             continue
-        frame = series.read(kpi.id)
-        points = points_from(zip(frame["date"], frame["value"], strict=True))
-        for day in sorted(have | lack):
-            alerts.extend(evaluate_day(kpi, day, points, deadline_passed=day in lack))
+        points = read_points(series, kpi.id)
+        for day in sorted(have):
+            alerts.extend(evaluate_day(kpi, day, points, deadline_passed=False))
+        for day in sorted(lack):
+            # No materialisation by the deadline: only no_data speaks, whatever the series
+            # holds for the day (a value without a materialisation is not a landed day).
+            before = [p for p in points if p[0] < day]
+            fired = evaluate_day(kpi, day, before, deadline_passed=True)
+            alerts.extend(a for a in fired if a.kind == "no_data")
     return alerts
 
 
@@ -100,7 +120,6 @@ def evaluate_stored(
     for kpi in kpis:
         if not kpi.alerts:
             continue
-        frame = series.read(kpi.id, end=day)
-        points = points_from(zip(frame["date"], frame["value"], strict=True))
+        points = read_points(series, kpi.id, end=day)
         alerts.extend(evaluate_day(kpi, day, points, deadline_passed=deadline_passed))
     return alerts

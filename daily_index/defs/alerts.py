@@ -14,7 +14,7 @@ Each sensor is a pure decision (`plan_kpi_tick`, `changed_checks`) plus thin I/O
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -160,51 +160,48 @@ def _kpi_id(key: dg.AssetKey) -> str:
 
 def new_materializations(
     instance: dg.DagsterInstance,
-    keys: Sequence[dg.AssetKey],
+    kpi_ids: Collection[str],
     *,
     after_storage_id: int | None,
     after_timestamp: float,
-) -> list[tuple[str, date, int]]:
+) -> tuple[list[tuple[str, date, int]], int | None]:
     """KPI partitions materialised after the cursor: (KPI id, day, storage id), in order.
 
-    One query for the asset records tells which keys have anything new; only those are
-    read, page by page. Without a cursor (first tick, reset), events newer than
-    `after_timestamp` are read instead of the whole history.
+    One event-log query per page of events for all assets at once (a query per KPI key cost
+    about 7 ms each on SQLite: 1.4 s for 200 KPIs). Without a cursor (first tick, reset),
+    events newer than `after_timestamp` are read instead of the whole history.
+
+    Returns:
+        The KPI events, and the newest storage id read (of any asset), or None.
     """
     events: list[tuple[str, date, int]] = []
-    for record in instance.get_asset_records(list(keys)):
-        entry = record.asset_entry
-        last = entry.last_materialization_storage_id
-        if last is None or (after_storage_id is not None and last <= after_storage_id):
-            continue
-        if after_storage_id is None:
-            newest = entry.last_materialization
-            if newest is not None and newest.timestamp < after_timestamp:
+    newest = after_storage_id
+    cursor = after_storage_id
+    while True:
+        records = instance.event_log_storage.get_event_records(
+            dg.EventRecordsFilter(
+                event_type=dg.DagsterEventType.ASSET_MATERIALIZATION,
+                after_cursor=cursor,
+                after_timestamp=after_timestamp if cursor is None else None,
+            ),
+            limit=EVENT_PAGE,
+            ascending=True,
+        )
+        for record in records:
+            newest = record.storage_id if newest is None else max(newest, record.storage_id)
+            key = record.asset_key
+            if key is None or len(key.path) != 2 or key.path[0] != "kpi":
                 continue
-            records_filter = dg.AssetRecordsFilter(
-                asset_key=entry.asset_key, after_timestamp=after_timestamp
-            )
-        else:
-            records_filter = dg.AssetRecordsFilter(
-                asset_key=entry.asset_key, after_storage_id=after_storage_id
-            )
-        page_cursor = None
-        while True:
-            result = instance.fetch_materializations(
-                records_filter, limit=EVENT_PAGE, cursor=page_cursor, ascending=True
-            )
-            for rec in result.records:
-                if not rec.partition_key:
-                    continue
-                try:
-                    day = date.fromisoformat(rec.partition_key)
-                except ValueError:
-                    continue
-                events.append((_kpi_id(entry.asset_key), day, rec.storage_id))
-            if not result.has_more:
-                break
-            page_cursor = result.cursor
-    return sorted(events, key=lambda e: e[2])
+            if key.path[1] not in kpi_ids or not record.partition_key:
+                continue
+            try:
+                day = date.fromisoformat(record.partition_key)
+            except ValueError:
+                continue
+            events.append((key.path[1], day, record.storage_id))
+        if len(records) < EVENT_PAGE:
+            return events, newest
+        cursor = records[-1].storage_id
 
 
 def _confirm_missing(
@@ -271,7 +268,6 @@ def build_kpi_alert_sensor(
     """
     with_rules = [k for k in kpis if k.alerts]
     by_id = {k.id: k for k in with_rules}
-    keys = [dg.AssetKey(["kpi", k.id]) for k in with_rules]
     rule_names = {r.name for k in with_rules for r in k.alerts} | {
         r.kind for k in with_rules for r in k.alerts
     }
@@ -297,15 +293,22 @@ def build_kpi_alert_sensor(
         recipients = alerts.recipients(known_kpis=set(by_id), known_rules=rule_names)
         cursor = KpiCursor.from_json(context.cursor)
         lookback = now - timedelta(days=alerts.window_days + 1)
-        events = new_materializations(
+        events, newest = new_materializations(
             context.instance,
-            keys,
+            by_id,
             after_storage_id=cursor.storage_id,
             after_timestamp=lookback.timestamp(),
         )
         plan = plan_kpi_tick(
             cursor, events, kpis=with_rules, now=now, window=alerts.window_days, deadline=deadline
         )
+        if newest is not None and (plan.cursor.storage_id or 0) < newest:
+            # Other assets' events moved the log on: no need to read them again.
+            plan = KpiTickPlan(
+                landed=plan.landed,
+                overdue=plan.overdue,
+                cursor=KpiCursor(storage_id=newest, landed=plan.cursor.landed),
+            )
         store = storage.get_store()
         ledger = AlertLedger(store, KPI_LEDGER_KEY)
         missing: dict[str, set[date]] = {}
