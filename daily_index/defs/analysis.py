@@ -4,12 +4,12 @@ from datetime import date
 
 import dagster as dg
 
+from daily_index.defs.charts import CHARTS_KEY, stored_day_table
 from daily_index.defs.kpis import kpi_key
 from daily_index.defs.partitions import daily_partitions
-from daily_index.defs.resources import AnalystResource, ReportSettingsResource, StorageResource
+from daily_index.defs.resources import AnalystResource, StorageResource
 from daily_index.registry import KpiSpec
 from daily_index.report.analysis import analyse
-from daily_index.report.model import load_day_table
 
 ANALYSIS_KEY = dg.AssetKey(["report", "analysis"])
 
@@ -19,7 +19,8 @@ def build_analysis_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
         key=ANALYSIS_KEY,
         group_name="report",
         partitions_def=daily_partitions,
-        deps=[kpi_key(k.id) for k in kpis],
+        # The day table comes from report/charts: one table per report run.
+        deps=[CHARTS_KEY, *(kpi_key(k.id) for k in kpis)],
         io_manager_key="artifact_io_manager",
         kinds={"openai", "json"},
     )
@@ -27,19 +28,17 @@ def build_analysis_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         storage: StorageResource,
         analyst: AnalystResource,
-        report_settings: ReportSettingsResource,
     ) -> dg.Output[dict]:
         """The day's analysis: headline, summary, a note per KPI, risks and outlook.
 
-        Written by the configured LLM from the KPI table (values; 1, 7 and 30-day changes;
-        thresholds crossed; missing KPIs). Without an LLM key, or when the LLM fails or
+        Written by the configured LLM from the day's KPI table (values; 1, 7 and 30-day
+        changes in each KPI's unit; how unusual each move is; thresholds crossed; missing
+        KPIs and expected gaps; failed data checks). Without an LLM key, or when the LLM fails or
         answers something invalid, a deterministic rule-based analyst writes it, and the
         report says which one did. Stored as `analysis/<date>.json`.
         """
         day = date.fromisoformat(context.partition_key)
-        table = load_day_table(
-            kpis, storage.get_store(), day, window_days=report_settings.chart_window_days
-        )
+        table = stored_day_table(storage.get_store(), kpis, day)
         result = analyse(table, analyst.llm_settings())
         if result.fallback_reason:
             context.log.warning(

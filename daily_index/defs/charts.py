@@ -13,7 +13,12 @@ from daily_index.defs.kpis import kpi_key
 from daily_index.defs.partitions import daily_partitions
 from daily_index.defs.resources import ReportSettingsResource, StorageResource
 from daily_index.registry import KpiSpec
-from daily_index.report.model import load_day_table
+from daily_index.report.model import (
+    DayTable,
+    day_table_from_dict,
+    day_table_to_dict,
+    load_day_table,
+)
 from daily_index.storage.objectstore import ObjectStore
 
 if TYPE_CHECKING:
@@ -24,6 +29,31 @@ CHARTS_KEY = dg.AssetKey(["report", "charts"])
 
 def charts_prefix(day: date) -> str:
     return f"charts/{day.isoformat()}"
+
+
+def day_table_key(day: date) -> str:
+    return f"{charts_prefix(day)}/table.json"
+
+
+def stored_day_table(store: ObjectStore, kpis: list[KpiSpec], day: date) -> DayTable:
+    """The day table `report/charts` built for this day: the one table of a report run.
+
+    Charts, analysis and PDF read the same table, so a KPI landing mid-run cannot make
+    the PDF disagree with its own charts, and the series are read once per run, not three
+    times.
+    """
+    raw = store.read_bytes(day_table_key(day))
+    if raw is None:
+        raise dg.Failure(
+            f"no day table for {day} in {store.description}; materialise report/charts first"
+        )
+    try:
+        return day_table_from_dict(json.loads(raw), kpis)
+    except KeyError as exc:
+        raise dg.Failure(
+            f"the day table for {day} was built for other KPIs (no {exc}); "
+            "materialise report/charts again"
+        ) from None
 
 
 def stored_charts(store: ObjectStore, day: date, workdir: Path) -> "ChartSet":
@@ -70,7 +100,9 @@ def build_charts_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
         """One chart per active KPI over the chart window (default 90 days).
 
         Alert thresholds are drawn; days without data are gaps, never interpolated. Stored as
-        `charts/<date>/<kpi>.png` with overview sheets of all KPIs.
+        `charts/<date>/<kpi>.png` with overview sheets of all KPIs, and the day's KPI table
+        they were drawn from (`charts/<date>/table.json`: values, changes in each KPI's unit,
+        z-scores, gaps, quality verdicts), which the analysis and the PDF read.
         """
         # matplotlib is imported here, not when the code location loads: only this step
         # draws, and `dagster definitions validate` stays fast.
@@ -89,6 +121,11 @@ def build_charts_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
                 on_progress=lambda done, total: progress.emit("charts", done, total),
             )
             prefix = charts_prefix(day)
+            store.put(
+                day_table_key(day),
+                json.dumps(day_table_to_dict(table), indent=1).encode(),
+                content_type="application/json",
+            )
             for path in chart_set.paths:
                 store.put(f"{prefix}/{path.name}", path.read_bytes(), content_type="image/png")
             manifest = {

@@ -14,11 +14,10 @@ from pathlib import Path
 import dagster as dg
 
 from daily_index.defs.analysis import ANALYSIS_KEY
-from daily_index.defs.charts import CHARTS_KEY, stored_charts
+from daily_index.defs.charts import CHARTS_KEY, stored_charts, stored_day_table
 from daily_index.defs.partitions import daily_partitions
 from daily_index.defs.resources import ReportSettingsResource, StorageResource
 from daily_index.registry import KpiSpec
-from daily_index.report.model import load_day_table
 
 PDF_KEY = dg.AssetKey(["report", "pdf"])
 
@@ -76,7 +75,7 @@ def build_pdf_asset(*, kpis: list[KpiSpec], registry_version: int) -> dg.AssetsD
 
         day = date.fromisoformat(context.partition_key)
         store = storage.get_store()
-        table = load_day_table(kpis, store, day, window_days=report_settings.chart_window_days)
+        table = stored_day_table(store, kpis, day)
         partial = not table.complete
         reported = sum(1 for row in table.rows if row.value is not None)
         with tempfile.TemporaryDirectory(prefix="pdf-") as tmp:

@@ -323,6 +323,70 @@ def build_day_table(
     return DayTable(day=day, rows=tuple(rows), window_days=window_days)
 
 
+def day_table_to_dict(table: DayTable) -> dict[str, Any]:
+    """The table as JSON-ready data (without the chart histories), for one build per run."""
+
+    def change(c: Change | None) -> list[Any] | None:
+        return None if c is None else [c.value, c.unit]
+
+    return {
+        "day": table.day.isoformat(),
+        "window_days": table.window_days,
+        "rows": [
+            {
+                "kpi_id": row.kpi_id,
+                "value": row.value,
+                "status": row.status,
+                "changes": {str(h): change(c) for h, c in row.changes.items()},
+                "crossed": row.crossed,
+                "reason": row.reason,
+                "zscore": row.zscore,
+                "last": [row.last.day.isoformat(), row.last.value] if row.last else None,
+                "earlier_fetch": row.earlier_fetch,
+                "verdicts": None
+                if row.check is None
+                else [[v.rule, v.passed, v.severity, v.detail] for v in row.check.verdicts],
+            }
+            for row in table.rows
+        ],
+    }
+
+
+def day_table_from_dict(data: Mapping[str, Any], specs: list[KpiSpec]) -> DayTable:
+    """Read back `day_table_to_dict`; rows come in `specs` order, with today's specs.
+
+    Raises:
+        KeyError: a KPI of `specs` is not in the data (the table was built for other KPIs).
+    """
+    day = date.fromisoformat(data["day"])
+    by_id = {row["kpi_id"]: row for row in data["rows"]}
+    rows = []
+    for spec in specs:
+        raw = by_id[spec.id]
+        last = raw["last"]
+        verdicts = raw["verdicts"]
+        rows.append(
+            KpiRow(
+                spec=spec,
+                value=raw["value"],
+                status=raw["status"],
+                changes={
+                    int(h): None if c is None else Change(float(c[0]), c[1])
+                    for h, c in raw["changes"].items()
+                },
+                crossed=raw["crossed"],
+                reason=raw["reason"],
+                zscore=raw["zscore"],
+                last=Observation(date.fromisoformat(last[0]), float(last[1])) if last else None,
+                earlier_fetch=raw["earlier_fetch"],
+                check=None
+                if verdicts is None
+                else CheckOutcome(spec.id, day, tuple(Verdict(*v) for v in verdicts)),
+            )
+        )
+    return DayTable(day=day, rows=tuple(rows), window_days=int(data["window_days"]))
+
+
 def load_day_table(
     specs: list[KpiSpec], store: ObjectStore, day: date, *, window_days: int = 90
 ) -> DayTable:

@@ -319,7 +319,8 @@ def test_the_llm_data_block_carries_unit_zscore_and_gap() -> None:
     assert not any(key.endswith("_pct") for key in funding_data)
     assert gap_data["status"] == "gap" and gap_data["reason"] == "no observation expected: weekend"
     assert gap_data["last_value"] == 4.3 and gap_data["last_date"] == "2024-12-27"
-    for field in ("change_1d", "change_unit", "move_zscore", '"gap"', "last_date"):
+    assert funding_data["failed_checks"] == []
+    for field in ("change_1d", "change_unit", "move_zscore", '"gap"', "last_date", "failed_checks"):
         assert field in SYSTEM_PROMPT
     assert "_pct" not in SYSTEM_PROMPT
 
@@ -702,5 +703,9 @@ def test_the_rule_based_analyst_names_failed_data_checks() -> None:
     assert any(r.startswith("Data check error for Bitcoin price: stale: ") for r in analysis.risks)
     note = next(n.note for n in analysis.kpi_notes if n.kpi_id == "btc_price")
     assert f"data check stale (ERROR): {finding.detail}" in note
+    [block] = [k for k in kpi_table_payload(table)["kpis"] if k["id"] == "btc_price"]
+    assert block["failed_checks"] == [
+        {"rule": "stale", "severity": "ERROR", "detail": " ".join(finding.detail.split())}
+    ]
     clean = rule_based(make_table())
     assert "Data check" not in clean.summary + " ".join(clean.risks)

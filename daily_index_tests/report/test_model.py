@@ -162,3 +162,43 @@ def test_rows_carry_the_quality_check_of_the_day():
     assert gap.check.passed  # an expected gap passes `present`
     failed = build_row(kpi, daily([1.0], end=FRIDAY), MONDAY, "HTTP 500")
     assert not failed.check.passed and failed.check_findings == []  # the status says it
+
+
+def test_the_day_table_round_trips_through_json():
+    import json
+
+    from daily_index.report.model import day_table_from_dict, day_table_to_dict
+    from daily_index_tests.report.conftest import make_table
+
+    table = make_table(
+        missing={"eth_price": "HTTP 503"},
+        gap={"us10y": "no observation expected: weekend"},
+        refetch_failed={"btc_price": "HTTP 429"},
+        stale=("dxy",),
+    )
+    data = json.loads(json.dumps(day_table_to_dict(table)))
+    back = day_table_from_dict(data, [row.spec for row in table.rows])
+    assert back == table  # rows compare without their chart history
+    assert back.row("dxy").check_findings == table.row("dxy").check_findings
+    with pytest.raises(KeyError):
+        day_table_from_dict(data, [*[row.spec for row in table.rows], spec("new", "price", "USD")])
+
+
+def test_analysis_and_pdf_read_the_table_the_charts_stored(tmp_path):
+    import json
+
+    import dagster as dg
+
+    from daily_index.defs.charts import day_table_key, stored_day_table
+    from daily_index.report.model import day_table_to_dict
+    from daily_index_tests.report.conftest import DAY, make_table
+
+    store = LocalObjectStore(tmp_path)
+    table = make_table(gap={"us10y": "no observation expected: weekend"})
+    specs = [row.spec for row in table.rows]
+    with pytest.raises(dg.Failure, match="materialise report/charts first"):
+        stored_day_table(store, specs, DAY)
+    store.put(day_table_key(DAY), json.dumps(day_table_to_dict(table)).encode())
+    assert stored_day_table(store, specs, DAY) == table
+    with pytest.raises(dg.Failure, match="built for other KPIs"):
+        stored_day_table(store, [*specs, spec("new_kpi", "price", "USD")], DAY)
