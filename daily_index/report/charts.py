@@ -292,7 +292,7 @@ class _ChartPainter:
                 tmp.append(
                     # inside, on the left: the right margin belongs to the latest value
                     ax.annotate(
-                        f"{label} {_axis_number(level)}",
+                        f"{label} {format_value(level, job.unit)}",
                         (0.0, level),
                         xycoords=("axes fraction", "data"),
                         xytext=(3, 1.5),
@@ -316,7 +316,7 @@ class _ChartPainter:
                     ax.text(
                         1.01,
                         1.0 if above else 0.0,
-                        f"{label} {_axis_number(level)} {'↑' if above else '↓'}",
+                        f"{label} {format_value(level, job.unit)} {'↑' if above else '↓'}",
                         transform=ax.transAxes,
                         va="top" if above else "bottom",
                         fontsize=7,

@@ -141,7 +141,7 @@ def test_thresholds_are_dashed_and_labelled(recorded):
     btc = recorded["btc_dominance"]  # high 65 / low 40 around a level of 54
     assert len(btc["dashed"]) == 2
     labels = " ".join(btc["texts"])
-    assert "high 65" in labels and "low 40" in labels
+    assert "high 65%" in labels and "low 40%" in labels  # the shared formatter's text
     assert recorded["eth_dominance"]["dashed"] == []
 
 
