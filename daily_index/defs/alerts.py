@@ -24,6 +24,7 @@ from daily_index.alerts.dispatch import DispatchResult, dispatch
 from daily_index.alerts.engine import evaluate, notice_for, run_link
 from daily_index.alerts.ledger import KPI_LEDGER_KEY, OPERATOR_LEDGER_KEY, AlertLedger, Notice
 from daily_index.alerts.rules import alert_key
+from daily_index.calendars import in_calendar
 from daily_index.defs.resources import AlertsResource, StorageResource
 from daily_index.registry import KpiSpec
 
@@ -108,6 +109,7 @@ def plan_kpi_tick(
     now: datetime,
     window: int,
     deadline: Callable[[date], datetime],
+    read_up_to: int | None = None,
 ) -> KpiTickPlan:
     """Decide which KPI days to judge this tick.
 
@@ -118,6 +120,7 @@ def plan_kpi_tick(
         now: The tick's time (aware).
         window: How many recent days may alert (older days never do).
         deadline: The report deadline of a day: after it, a missing value is no data.
+        read_up_to: The newest event read (of any asset): the next tick starts after it.
 
     Returns:
         The days to judge, and the cursor to store.
@@ -128,6 +131,8 @@ def plan_kpi_tick(
     landed_now: dict[str, set[date]] = {}
     seen = {d: set(cursor.landed.get(d.isoformat(), ())) for d in days}
     storage_id = cursor.storage_id
+    if read_up_to is not None:
+        storage_id = read_up_to if storage_id is None else max(storage_id, read_up_to)
     for kpi_id, day, event_id in events:
         storage_id = event_id if storage_id is None else max(storage_id, event_id)
         if kpi_id not in known or day not in in_window:
@@ -139,7 +144,7 @@ def plan_kpi_tick(
         if not any(rule.kind == "no_data" for rule in kpi.alerts):
             continue
         for day in days:
-            if deadline(day) <= now and kpi.id not in seen[day]:
+            if deadline(day) <= now and kpi.id not in seen[day] and in_calendar(kpi, day):
                 overdue.setdefault(kpi.id, set()).add(day)
     return KpiTickPlan(
         landed=landed_now,
@@ -152,10 +157,6 @@ def plan_kpi_tick(
 
 
 # --- KPI alerts: the I/O -----------------------------------------------------------------
-
-
-def _kpi_id(key: dg.AssetKey) -> str:
-    return key.path[-1]
 
 
 def new_materializations(
@@ -300,15 +301,14 @@ def build_kpi_alert_sensor(
             after_timestamp=lookback.timestamp(),
         )
         plan = plan_kpi_tick(
-            cursor, events, kpis=with_rules, now=now, window=alerts.window_days, deadline=deadline
+            cursor,
+            events,
+            kpis=with_rules,
+            now=now,
+            window=alerts.window_days,
+            deadline=deadline,
+            read_up_to=newest,
         )
-        if newest is not None and (plan.cursor.storage_id or 0) < newest:
-            # Other assets' events moved the log on: no need to read them again.
-            plan = KpiTickPlan(
-                landed=plan.landed,
-                overdue=plan.overdue,
-                cursor=KpiCursor(storage_id=newest, landed=plan.cursor.landed),
-            )
         store = storage.get_store()
         ledger = AlertLedger(store, KPI_LEDGER_KEY)
         missing: dict[str, set[date]] = {}

@@ -353,6 +353,16 @@ def test_plan_kpi_tick(landed, events, now, judged, overdue) -> None:
     assert KpiCursor.from_json(plan.cursor.to_json()) == plan.cursor
 
 
+def test_plan_kpi_tick_skips_days_outside_the_calendar_and_follows_the_log() -> None:
+    spec = kpi("k", {"kind": "no_data"}, calendar="business_days")
+    saturday = NOW + timedelta(days=1)
+    plan = plan_kpi_tick(
+        KpiCursor(), [], kpis=[spec], now=saturday, window=3, deadline=DEADLINE, read_up_to=42
+    )
+    assert plan.overdue == {"k": {TODAY - timedelta(days=1), TODAY}}  # Thursday, Friday
+    assert plan.cursor.storage_id == 42
+
+
 def test_sensor_definition_reads_well() -> None:
     sensor = build_kpi_alert_sensor(kpis=[BTC], deadline=DEADLINE)
     assert sensor.name == "kpi_alert_sensor"
