@@ -9,7 +9,7 @@ recorded and retried on the next tick.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,6 +20,8 @@ from daily_index.alerts.recipients import Recipient
 from daily_index.delivery.subscribers import ASSET, instantiate, redact_url, scrub
 
 MAX_PARALLEL_SENDS = 8
+SEND_BUDGET_S = 30.0
+"""Seconds a tick starts sends for; a send's own socket timeouts bound the rest."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ def dispatch(
     now: datetime,
     max_attempts: int = 5,
     label: str = "Daily Index",
+    send_budget_s: float = SEND_BUDGET_S,
 ) -> DispatchResult:
     """Record the notices in the ledger and send each channel its digest.
 
@@ -84,6 +87,8 @@ def dispatch(
         now: The time recorded in the ledger.
         max_attempts: Sends per channel and notice before the channel is `dead` for it.
         label: The digest title's prefix.
+        send_budget_s: Seconds to start sends for; channels not begun by then are recorded
+            as failed and retried on the next tick.
 
     Returns:
         The claim and each channel's outcome.
@@ -118,7 +123,16 @@ def dispatch(
                 cid: pool.submit(send_message, urls[cid], title, body)
                 for cid, (title, body) in jobs.items()
             }
-            results = {cid: future.result() for cid, future in futures.items()}
+            wait(futures.values(), timeout=send_budget_s)
+            # Sends not begun within the budget wait for the next tick (a sensor tick that
+            # overran Dagster's 60 s evaluation timeout would record nothing at all).
+            late = {cid for cid, future in futures.items() if future.cancel()}
+            for cid, future in futures.items():
+                results[cid] = (
+                    "not sent: the tick's time budget ran out; retried next tick"
+                    if cid in late
+                    else future.result()
+                )
         ledger.settle(results, claim.by_channel, now=now, max_attempts=max_attempts)
     return DispatchResult(
         claim=claim,

@@ -135,3 +135,29 @@ def test_definitions_carry_the_alert_sensors(tmp_path: Path) -> None:
         assert len(sensors[name].description or "") > 60
         assert {"alerts", "storage"} <= set(sensors[name].required_resource_keys)
     assert "alerts" in repo.get_top_level_resources()
+
+
+def test_sends_past_the_tick_budget_wait_for_the_next_tick(store, receiver) -> None:
+    from daily_index.alerts.dispatch import MAX_PARALLEL_SENDS, dispatch
+    from daily_index.alerts.recipients import Recipient
+
+    # More slow channels (0.3 s each) than send threads: the last ones cannot begin within
+    # a 0.1 s budget, whatever the machine's speed.
+    recipients = [
+        Recipient(id=f"r{n}", name=f"R{n}", urls=(receiver.url(f"slow/{n}"),))
+        for n in range(MAX_PARALLEL_SENDS + 2)
+    ]
+    ledger = AlertLedger(store)
+    first = dispatch(
+        [notice(date(2026, 11, 20))],
+        ledger=ledger,
+        recipients=recipients,
+        now=NOW,
+        send_budget_s=0.1,
+    )
+    assert len(first.sent) == MAX_PARALLEL_SENDS
+    assert all("time budget" in error for error in first.failed.values())
+    assert len(first.failed) == 2
+    second = dispatch([], ledger=ledger, recipients=recipients, now=NOW)
+    assert sorted(second.sent) == sorted(first.failed)
+    assert receiver.total() == MAX_PARALLEL_SENDS + 2
