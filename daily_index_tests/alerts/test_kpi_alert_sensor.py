@@ -22,6 +22,7 @@ from daily_index.defs.alerts import (
     plan_kpi_tick,
 )
 from daily_index.defs.automation import FaninSettings
+from daily_index.defs.partitions import daily_partitions
 from daily_index.defs.resources import AlertsResource, StorageResource
 from daily_index.registry import KpiSpec
 from daily_index_tests.alerts.conftest import (
@@ -368,3 +369,32 @@ def test_sensor_definition_reads_well() -> None:
     assert sensor.name == "kpi_alert_sensor"
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert "1 rules of 1 KPIs" in (sensor.description or "")
+
+
+def test_kpis_of_one_real_run_all_alert(make) -> None:
+    """Three KPIs landed by one step of one run, as the KPI multi-asset lands them."""
+    kpis = [kpi(f"k{n}", {"kind": "above", "threshold": 10}) for n in range(3)]
+    harness = make(kpis)
+
+    @dg.multi_asset(
+        name="kpis",
+        specs=[dg.AssetSpec(key=["kpi", k.id], skippable=True) for k in kpis],
+        partitions_def=daily_partitions,
+        can_subset=True,
+    )
+    def stand_in(context, storage: StorageResource):
+        day = date.fromisoformat(context.partition_key)
+        for key in sorted(context.selected_asset_keys, key=lambda k: k.to_user_string()):
+            store_values(storage.get_store(), key.path[-1], {day: 11.0})
+            yield dg.MaterializeResult(asset_key=key, metadata={"value": 11.0})
+
+    result = dg.materialize(
+        [stand_in],
+        instance=harness.instance,
+        partition_key=TODAY.isoformat(),
+        resources={"storage": harness.storage},
+    )
+    assert result.success
+    harness.tick()
+    [digest] = harness.alert_messages()
+    assert digest["title"] == "Daily Index KPI alerts: 3 alerts"
