@@ -1,8 +1,9 @@
 """Observation calendars and expected gaps: which days a KPI can have a value for.
 
-A day outside the KPI's calendar (a Saturday for a business-day series), or a past day its
-source cannot give (CoinGecko's keyless `/global` keeps no history), is an expected gap: not
-a failure. The KPI step records it as an observation with the reason, fetches nothing, and
+A day outside the KPI's calendar (a Saturday for a business-day series), a day too recent
+for a series published with a lag (`publicationLagDays`: FRED's daily series), or a past day
+its source cannot give (CoinGecko's keyless `/global` keeps no history), is an expected gap:
+not a failure. The KPI step records it as an observation with the reason, fetches nothing, and
 does not fail the run for it. Sources can also answer with a gap of their own (FRED marks a
 market holiday with "."): an error update whose code is in `EXPECTED_GAP_CODES`.
 """
@@ -87,9 +88,25 @@ def history_gap(spec: KpiSpec, day: date, today: date) -> str | None:
     )
 
 
+def publication_gap(spec: KpiSpec, day: date, today: date) -> str | None:
+    """Why `day` is too recent for a KPI published with a lag, or None."""
+    lag = spec.publication_lag_days
+    if lag == 0 or (today - day).days >= lag:
+        return None
+    due = day + timedelta(days=lag)
+    return (
+        f"no observation yet: {spec.metadata.source} publishes it {lag} day(s) late; "
+        f"{day} is fetched on {due}"
+    )
+
+
 def expected_gap(spec: KpiSpec, day: date, today: date) -> str | None:
     """Why no value is expected for the KPI on `day`, or None when one is expected."""
-    return calendar_gap(spec, day) or history_gap(spec, day, today)
+    return (
+        calendar_gap(spec, day)
+        or publication_gap(spec, day, today)
+        or history_gap(spec, day, today)
+    )
 
 
 def last_expected_on_or_before(spec: KpiSpec, day: date) -> date:

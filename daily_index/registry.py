@@ -201,6 +201,9 @@ class KpiSpec(_Model):
     change_unit_override: ChangeUnit | None = Field(default=None, alias="changeUnit")
     history_days: int | None = Field(default=None, alias="historyDays", ge=0)
     """How many past days the source can give (None: the source kind's own limit)."""
+    publication_lag_days: int = Field(default=0, alias="publicationLagDays", ge=0, le=60)
+    """Days after which a day's observation is published (FRED's daily series: 2 or more).
+    A more recent day is an expected gap; the daily schedule fetches the day that lag back."""
     checks: CheckSpec = Field(default_factory=CheckSpec)
     alerts: tuple[AlertRule, ...] = ()
 

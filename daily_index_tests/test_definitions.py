@@ -113,15 +113,38 @@ def test_the_schedule_leaves_out_kpis_without_an_observation_that_day():
     defs = build_definitions(environ={"FRED_API_KEY": "x"})
     schedule = defs.resolve_schedule_def("daily_kpis_schedule")
 
-    def tick(day: int) -> dg.RunRequest:
+    def tick(day: int) -> dict[str, set[str] | None]:
         context = dg.build_schedule_context(
             scheduled_execution_time=datetime(2026, 11, day, 12, 0, tzinfo=UTC),
             repository_def=defs.get_repository_def(),
         )
-        return schedule.evaluate_tick(context).run_requests[0]
+        return {
+            r.partition_key: (
+                None
+                if r.asset_selection is None
+                else {k.to_user_string() for k in r.asset_selection}
+            )
+            for r in schedule.evaluate_tick(context).run_requests
+        }
 
-    friday, saturday = tick(27), tick(28)
-    assert friday.asset_selection is None  # every KPI is due on a business day
-    selected = {key.to_user_string() for key in saturday.asset_selection}
-    assert "kpi/btc_price" in selected and "kpi/fed_funds_rate" in selected
-    assert "kpi/us_10y_yield" not in selected and "kpi/us_dollar_index" not in selected
+    # Monday 30 Nov: the crypto KPIs for the day; FRED's 2-day-late series for Saturday the
+    # 28th are not due (a weekend), DFF (every day) is; the dollar index (10 days late) for
+    # Friday the 20th.
+    monday = tick(30)
+    assert set(monday) == {"2026-11-30", "2026-11-28", "2026-11-20"}
+    assert "kpi/btc_price" in monday["2026-11-30"]
+    assert not {"kpi/us_10y_yield", "kpi/fed_funds_rate"} & monday["2026-11-30"]
+    assert monday["2026-11-28"] == {"kpi/fed_funds_rate"}
+    assert monday["2026-11-20"] == {"kpi/us_dollar_index"}
+    # Wednesday 2 Dec: the yield for Monday the 30th.
+    assert tick(30) == monday
+    wednesday = {
+        r.partition_key: {k.to_user_string() for k in r.asset_selection}
+        for r in schedule.evaluate_tick(
+            dg.build_schedule_context(
+                scheduled_execution_time=datetime(2026, 12, 2, 12, 0, tzinfo=UTC),
+                repository_def=defs.get_repository_def(),
+            )
+        ).run_requests
+    }
+    assert wednesday["2026-11-30"] == {"kpi/us_10y_yield", "kpi/fed_funds_rate"}

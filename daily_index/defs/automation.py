@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 
-from daily_index.calendars import in_calendar
+from daily_index.calendars import expected_gap, in_calendar
 from daily_index.defs.partitions import daily_partitions
 from daily_index.defs.resources import ConfigurationError, env_bool, env_int
 from daily_index.registry import KpiSpec
@@ -36,11 +36,13 @@ daily_kpis_job = dg.define_asset_job(
 def build_daily_kpis_schedule(
     *, cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE, specs: Sequence[KpiSpec] = ()
 ) -> dg.ScheduleDefinition:
-    """The daily KPI run; a KPI whose calendar has no observation that day is left out.
+    """The daily KPI runs: the day's partition, and the day a publication lag back.
 
-    Left out rather than fetched and skipped: a run that fails for another KPI marks every
-    partition it planned and did not materialise as failed, and a weekend of a business-day
-    series must not turn red because a crypto API was down that Saturday.
+    KPIs published with a lag (`publicationLagDays`) are fetched for the day that lag back.
+    A KPI is requested only for a day its calendar has an observation on. Left out rather
+    than fetched and skipped: a run that fails for another KPI marks every partition it
+    planned and did not materialise as failed, and a weekend of a business-day series must
+    not turn red because a crypto API was down that Saturday.
     """
 
     @dg.schedule(
@@ -50,26 +52,43 @@ def build_daily_kpis_schedule(
         job=daily_kpis_job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=(
-            f"Materialise the day's KPI partition ({cron}, {timezone}); KPIs whose calendar "
-            "has no observation that day (weekends of business-day series) are left out."
+            f"Materialise the day's KPI partition ({cron}, {timezone}), and for KPIs published "
+            "with a lag (publicationLagDays) the day that lag back; KPIs whose calendar has no "
+            "observation on a day (weekends of business-day series) are left out."
         ),
     )
     def daily_kpis_schedule(
         context: dg.ScheduleEvaluationContext,
-    ) -> dg.RunRequest | dg.SkipReason:
-        day = context.scheduled_execution_time.date()
-        due = [spec for spec in specs if in_calendar(spec, day)]
-        selection = None
-        if len(due) < len(specs):
+    ) -> list[dg.RunRequest] | dg.SkipReason:
+        today = context.scheduled_execution_time.date()
+        by_lag: dict[int, list[KpiSpec]] = {}
+        for spec in specs:
+            by_lag.setdefault(spec.publication_lag_days, []).append(spec)
+        requests = []
+        for lag, group in sorted(by_lag.items()):
+            day = today - timedelta(days=lag)
+            due = [spec for spec in group if in_calendar(spec, day)]
             if not due:
-                return dg.SkipReason(f"No KPI has an observation due on {day} (its calendar).")
-            selection = [dg.AssetKey(spec.asset_path) for spec in due]
-        return dg.RunRequest(
-            run_key=f"kpis-{day.isoformat()}",
-            partition_key=day.isoformat(),
-            asset_selection=selection,
-            tags={"trigger": "schedule"},
-        )
+                continue
+            # The whole job when every KPI is due: the common case reads well in the UI.
+            selection = None if len(due) == len(specs) else [dg.AssetKey(s.asset_path) for s in due]
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"kpis-{day.isoformat()}" + (f"-lag{lag}" if lag else ""),
+                    partition_key=day.isoformat(),
+                    asset_selection=selection,
+                    tags={"trigger": "schedule"},
+                )
+            )
+        if not specs:
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"kpis-{today.isoformat()}",
+                    partition_key=today.isoformat(),
+                    tags={"trigger": "schedule"},
+                )
+            )
+        return requests or dg.SkipReason(f"No KPI has an observation due for {today}.")
 
     return daily_kpis_schedule
 
@@ -294,20 +313,21 @@ def _landed(
     instance: dg.DagsterInstance,
     candidates: dict[str, list[dg.AssetKey]],
     specs: Mapping[dg.AssetKey, KpiSpec],
+    today: date,
 ) -> dict[str, set[dg.AssetKey]]:
     """Of the candidate keys per day, those settled for that day's partition.
 
-    Settled: materialised, outside the KPI's calendar, or observed as an expected gap (a
-    past day its source cannot give, a market holiday). One event-log query per key
-    (covering all its candidate days): 200 KPIs cost about 0.6 s on SQLite, so the caller
-    only asks about keys not already known to have landed.
+    Settled: materialised, an expected gap by the registry (outside the KPI's calendar, not
+    published yet, beyond its source's history), or observed as a gap (a market holiday).
+    One event-log query per key (covering all its candidate days): 200 KPIs cost about
+    0.6 s on SQLite, so the caller only asks about keys not already known to have landed.
     """
     days_by_key: dict[dg.AssetKey, list[str]] = {}
     landed: dict[str, set[dg.AssetKey]] = {day: set() for day in candidates}
     for day, keys in candidates.items():
         for key in keys:
             spec = specs.get(key)
-            if spec is not None and not in_calendar(spec, date.fromisoformat(day)):
+            if spec is not None and expected_gap(spec, date.fromisoformat(day), today):
                 landed[day].add(key)
             else:
                 days_by_key.setdefault(key, []).append(day)
@@ -406,7 +426,7 @@ def build_report_fanin_sensor(
             else keys
             for day in open_days
         }
-        landed = _landed(context.instance, candidates, spec_by_key)
+        landed = _landed(context.instance, candidates, spec_by_key, now.astimezone(UTC).date())
 
         requests: list[dg.RunRequest] = []
         notes: list[str] = []

@@ -53,11 +53,11 @@ def fred():
         yield server
 
 
-def sources_for(server: ApiServer) -> KpiSourcesResource:
+def sources_for(server: ApiServer, today: date = TODAY) -> KpiSourcesResource:
     return KpiSourcesResource(
         base_urls={"fred": server.url, "coingecko": server.url},
         fred_api_key="fred-test-key-0123456789",
-        today=TODAY.isoformat(),
+        today=today.isoformat(),
         max_attempts=1,
         timeout_s=5,
     )
@@ -116,13 +116,14 @@ def test_a_fred_backfill_over_weekends_and_a_holiday_is_green(fred, tmp_path):
     assert sorted(e.partition for e in evaluations) == [d.isoformat() for d in span]
     assert all(e.passed and e.check_name == CHECK_NAME for e in evaluations)
 
-    # Monday's 1-day change is against Friday, in percentage points.
+    # Monday's value is published two days late; then its 1-day change is against Friday,
+    # in percentage points.
     monday = dg.materialize(
         [build_kpi_assets(kpis=[YIELD])],
         instance=instance,
         partition_key=TODAY.isoformat(),
         resources={
-            "sources": sources_for(fred),
+            "sources": sources_for(fred, today=TODAY + timedelta(days=YIELD.publication_lag_days)),
             "storage": StorageResource(local_dir=str(tmp_path)),
         },
     )
@@ -152,9 +153,20 @@ def test_past_days_a_source_cannot_give_are_gaps_without_a_request(fred, tmp_pat
     assert all("CSV" not in reason for reason in reasons)
 
 
+def test_a_day_not_yet_published_is_a_gap_without_a_request(fred, tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize_range([YIELD], fred, tmp_path, instance, TODAY, TODAY)
+    assert result.success and fred.requests == []
+    [record] = instance.fetch_observations(kpi_key("us_10y_yield"), limit=5).records
+    reason = record.asset_observation.metadata["reason"].value
+    assert reason == (
+        "no observation yet: FRED publishes it 2 day(s) late; 2026-11-30 is fetched on 2026-12-02"
+    )
+
+
 def test_check_evaluations_are_recorded_on_the_instance_per_partition(fred, tmp_path):
     with dg.instance_for_test() as instance:
-        first, last = TODAY - timedelta(days=3), TODAY
+        first, last = TODAY - timedelta(days=5), TODAY - timedelta(days=2)
         result = materialize_range([YIELD], fred, tmp_path, instance, first, last)
         assert result.success
         records = instance.get_records_for_run(
