@@ -50,11 +50,14 @@ class KpiCursor:
     """What the KPI alert sensor remembers between ticks.
 
     `storage_id` is the last materialisation event read; `landed` the KPI ids seen per day of
-    the window, so no-data needs no event-log query for KPIs known to have landed.
+    the window, so no-data needs no event-log query for KPIs known to have landed;
+    `watching_since` when the sensor began (POSIX seconds): a day whose deadline passed
+    before then is nobody's news (a fresh install must not report the days before it).
     """
 
     storage_id: int | None = None
     landed: dict[str, frozenset[str]] = field(default_factory=dict)
+    watching_since: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -62,6 +65,7 @@ class KpiCursor:
                 "version": _CURSOR_VERSION,
                 "storage_id": self.storage_id,
                 "landed": {day: sorted(ids) for day, ids in sorted(self.landed.items())},
+                "watching_since": self.watching_since,
             },
             separators=(",", ":"),
         )
@@ -76,9 +80,11 @@ class KpiCursor:
             if data.get("version") != _CURSOR_VERSION:
                 return cls()
             storage_id = data.get("storage_id")
+            since = data.get("watching_since")
             return cls(
                 storage_id=int(storage_id) if storage_id is not None else None,
                 landed={d: frozenset(ids) for d, ids in dict(data.get("landed", {})).items()},
+                watching_since=float(since) if since is not None else None,
             )
         except (ValueError, TypeError, AttributeError):
             return cls()
@@ -139,12 +145,19 @@ def plan_kpi_tick(
             continue
         landed_now.setdefault(kpi_id, set()).add(day)
         seen[day].add(kpi_id)
+    since = cursor.watching_since if cursor.watching_since is not None else now.timestamp()
     overdue: dict[str, set[date]] = {}
     for kpi in kpis:
         if not any(rule.kind == "no_data" for rule in kpi.alerts):
             continue
         for day in days:
-            if deadline(day) <= now and kpi.id not in seen[day] and in_calendar(kpi, day):
+            due = deadline(day)
+            if (
+                since <= due.timestamp()
+                and due <= now
+                and kpi.id not in seen[day]
+                and in_calendar(kpi, day)
+            ):
                 overdue.setdefault(kpi.id, set()).add(day)
     return KpiTickPlan(
         landed=landed_now,
@@ -152,6 +165,7 @@ def plan_kpi_tick(
         cursor=KpiCursor(
             storage_id=storage_id,
             landed={d.isoformat(): frozenset(ids) for d, ids in seen.items() if ids},
+            watching_since=since,
         ),
     )
 

@@ -206,12 +206,21 @@ def test_no_data_after_the_deadline_only_and_once(make) -> None:
     assert len(harness.alert_messages()) == 1
 
 
+def test_a_fresh_install_does_not_report_the_days_before_it(make) -> None:
+    harness = make([kpi("ten_year", {"kind": "no_data"})], window=3)
+    harness.tick()  # 18:00: every deadline of the window has passed already
+    harness.now = NOW + timedelta(days=1)
+    harness.tick()
+    [message] = harness.alert_messages()
+    assert message["title"] == "Ten Year no data by the report deadline (2026-11-21)"
+
+
 def test_a_landed_day_is_not_missing_after_a_cursor_reset(make) -> None:
     harness = make([kpi("ten_year", {"kind": "no_data"})], window=2)
     harness.land("ten_year", {TODAY - timedelta(days=1): 4.1, TODAY: 4.2})
     # A cursor that remembers nothing landed but is past every event (a cursor from another
     # instance, or one whose memory of landed days was lost): the event log is asked.
-    harness.cursor = KpiCursor(storage_id=10**9).to_json()
+    harness.cursor = KpiCursor(storage_id=10**9, watching_since=0).to_json()
     result = harness.tick()
     assert harness.alert_messages() == []
     assert "0 new alert(s)" in said(result)
@@ -346,7 +355,9 @@ def test_a_failing_channel_is_retried_next_tick_without_blocking_the_others(
 )
 def test_plan_kpi_tick(landed, events, now, judged, overdue) -> None:
     spec = kpi("k", {"kind": "no_data"})
-    cursor = KpiCursor(storage_id=3, landed={d: frozenset(v) for d, v in landed.items()})
+    cursor = KpiCursor(
+        storage_id=3, landed={d: frozenset(v) for d, v in landed.items()}, watching_since=0
+    )
     plan = plan_kpi_tick(cursor, events, kpis=[spec], now=now, window=3, deadline=DEADLINE)
     assert plan.landed == judged
     assert plan.overdue.get("k", set()) == overdue
@@ -358,7 +369,13 @@ def test_plan_kpi_tick_skips_days_outside_the_calendar_and_follows_the_log() -> 
     spec = kpi("k", {"kind": "no_data"}, calendar="business_days")
     saturday = NOW + timedelta(days=1)
     plan = plan_kpi_tick(
-        KpiCursor(), [], kpis=[spec], now=saturday, window=3, deadline=DEADLINE, read_up_to=42
+        KpiCursor(watching_since=0),
+        [],
+        kpis=[spec],
+        now=saturday,
+        window=3,
+        deadline=DEADLINE,
+        read_up_to=42,
     )
     assert plan.overdue == {"k": {TODAY - timedelta(days=1), TODAY}}  # Thursday, Friday
     assert plan.cursor.storage_id == 42
