@@ -431,7 +431,7 @@ def demo(day: str | None, out_dir: str | None, history: int, no_progress: bool) 
                 "DAGSTER_HOME",
                 "DAILY_INDEX_DATA_DIR",
                 "DAILY_INDEX_OUTBOX_DIR",
-                "DAILY_INDEX_TODAY",
+                TODAY_ENV,
                 "DAILY_INDEX_DEMO",
                 "FRED_API_KEY",
             )
@@ -456,7 +456,7 @@ def demo_environment(server, folder: Path, *, today: date) -> dict[str, str]:
             "DAILY_INDEX_OUTBOX_DIR": str(folder / "outbox"),
             "DAILY_INDEX_N8N_BASE_URL": server.n8n_base_url,
             "FRED_API_KEY": "demo-key-not-secret",
-            "DAILY_INDEX_TODAY": today.isoformat(),
+            TODAY_ENV: today.isoformat(),
             "DAILY_INDEX_DEMO": "1",
         }
     )
