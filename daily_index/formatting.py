@@ -87,12 +87,13 @@ def format_value(value: float | None, unit: str) -> str:
 
 
 def _change_decimals(unit: str, magnitude: float) -> int:
+    # Thresholds sit where the finer precision would round up (0.996% reads 1.0%, not 1.00%).
     if unit == "pct":
-        return 1 if magnitude >= 1 else 2
+        return 1 if magnitude >= 0.995 else 2
     if unit == "pp":
         return 2
     if unit == "bp":
-        return 0 if magnitude >= 10 else 1 if magnitude >= 1 else 2
+        return 0 if magnitude >= 9.95 else 1 if magnitude >= 0.995 else 2
     # index points: whole points where the move is whole or large, else two decimals
     return 0 if magnitude >= 100 or magnitude == int(magnitude) else 2
 

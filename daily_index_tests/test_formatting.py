@@ -54,6 +54,8 @@ def test_format_value(value, unit, text):
         (Change(2.4, "pct"), "+2.4%"),
         (Change(-26.04, "pct"), "-26.0%"),
         (Change(0.354, "pct"), "+0.35%"),
+        (Change(0.996, "pct"), "+1.0%"),
+        (Change(9.96, "bp"), "+10 bp"),
         (Change(-0.0004, "pct"), "0.00%"),
         (Change(-0.35, "pp"), "-0.35 pp"),
         (Change(1.2, "pp"), "+1.20 pp"),
