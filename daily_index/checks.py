@@ -188,6 +188,27 @@ def evaluate(
         status: this fetch's outcome: ok, failed (with `reason`) or an expected gap.
         reason: why the fetch failed or why no observation is expected.
     """
+    earlier = np.array([], dtype=float)
+    if history is not None and len(history):
+        before = history[history["date"] < day]
+        earlier = before["value"].to_numpy(dtype=float)
+    return evaluate_after(spec, day, value, earlier, status=status, reason=reason)
+
+
+def evaluate_after(
+    spec: KpiSpec,
+    day: date,
+    value: float | None,
+    earlier: np.ndarray,
+    *,
+    status: FetchState,
+    reason: str | None = None,
+) -> CheckOutcome:
+    """`evaluate` with the stored values before `day` given as an array, oldest first.
+
+    The KPI step checks a range of days against one series: slicing an array per day keeps
+    a 5-year range of 200 KPIs cheap.
+    """
     if value is None:
         if status == "gap":
             verdict = Verdict("present", True, "ERROR", f"expected gap: {reason}")
@@ -203,10 +224,6 @@ def evaluate(
         return CheckOutcome(
             spec.id, day, (present, Verdict("finite", False, "ERROR", f"value is {value!r}"))
         )
-    earlier = np.array([], dtype=float)
-    if history is not None and len(history):
-        before = history[history["date"] < day]
-        earlier = before["value"].to_numpy(dtype=float)
     verdicts = (
         present,
         Verdict("finite", True, "ERROR", "a finite number"),

@@ -7,6 +7,7 @@ of days in one run works because the backfill policy is single-run and the step 
 every day of its range.
 """
 
+import bisect
 import time
 import uuid
 import warnings
@@ -17,7 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import dagster as dg
-import pandas as pd
+import numpy as np
+
+# Not exported by `dagster` in 1.13, but the only way for a range step's check evaluations to
+# name the materialisation they checked (the UI shows them as outdated otherwise).
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
+)
 
 from daily_index import checks, progress
 from daily_index.calendars import EXPECTED_GAP_CODES, expected_gap
@@ -153,7 +160,7 @@ def _check_specs(kpi: KpiSpec) -> list[dg.AssetCheckSpec]:
 
 
 def _check_event(
-    outcome: checks.CheckOutcome, *, single_day: bool
+    outcome: checks.CheckOutcome, *, single_day: bool, target: TargetMaterialization | None = None
 ) -> dg.AssetCheckResult | dg.AssetCheckEvaluation:
     """The check's event: a result for a one-day run, an evaluation per day for a range.
 
@@ -183,12 +190,8 @@ def _check_event(
         description=outcome.summary(),
         metadata=metadata,
         partition=outcome.day.isoformat(),
+        target_materialization_data=target,
     )
-
-
-def _history_frame(rows: dict[date, SeriesRow]) -> pd.DataFrame:
-    ordered = sorted(rows)
-    return pd.DataFrame({"date": ordered, "value": [rows[d].value for d in ordered]})
 
 
 def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
@@ -319,15 +322,10 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
                 partition=gap.day.isoformat(),
                 metadata={"fetch_status": "expected_gap", "reason": gap.reason},
             )
-        yield from _evaluate_checks(
-            [k for k in selected if kpi_key(k.id) in checked],
-            days,
-            good,
-            bad,
-            gaps,
-            written,
-            series,
-        )
+        check_kpis = [k for k in selected if kpi_key(k.id) in checked]
+        # A range's evaluations name the materialisations just written (one query per KPI).
+        targets = _targets(context, check_kpis, good) if len(days) > 1 else {}
+        yield from _evaluate_checks(check_kpis, days, good, bad, gaps, written, series, targets)
 
         failed = {kpi_id: items for kpi_id, items in bad.items() if items}
         if failed:
@@ -349,6 +347,33 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
     return kpis_asset
 
 
+def _targets(
+    context: dg.AssetExecutionContext, kpis: list[KpiSpec], good: dict[str, list[FetchOutcome]]
+) -> dict[tuple[str, str], TargetMaterialization]:
+    """This run's materialisation of each stored KPI-day, for a range's check evaluations.
+
+    The UI counts a partition's check as current only when its evaluation names the
+    partition's latest materialisation; a one-day `AssetCheckResult` gets that from Dagster,
+    a range's evaluations get it here (one event-log query per KPI, after its events).
+    """
+    targets: dict[tuple[str, str], TargetMaterialization] = {}
+    for kpi in kpis:
+        days = sorted(o.request.day.isoformat() for o in good[kpi.id])
+        if not days:
+            continue
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=kpi_key(kpi.id), asset_partitions=days),
+            limit=len(days) * 2,
+        ).records
+        for record in records:
+            key = (kpi.id, record.partition_key or "")
+            if record.run_id == context.run.run_id and key not in targets:
+                targets[key] = TargetMaterialization(
+                    storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+                )
+    return targets
+
+
 def _evaluate_checks(
     kpis: list[KpiSpec],
     days: list[date],
@@ -357,30 +382,36 @@ def _evaluate_checks(
     gaps: list[Gap],
     written: dict[str, dict[date, SeriesRow]],
     series: KpiSeriesStore,
+    targets: dict[tuple[str, str], TargetMaterialization],
 ) -> Iterator[dg.AssetCheckResult | dg.AssetCheckEvaluation]:
     """The quality check of every KPI-day of the run, against the series as stored now."""
     gap_reasons = {(g.spec.id, g.day): g.reason for g in gaps}
+    single_day = len(days) == 1
     for kpi in kpis:
         failures = {o.request.day: o.update.error for o in bad[kpi.id]}  # type: ignore[union-attr]
         # A KPI that stored nothing this run is read once, for earlier values of its days.
         rows = written.get(kpi.id)
         if rows is None:
             rows = series.rows(kpi.id) if failures else {}
-        history = _history_frame(rows)
+        stored_days = sorted(rows)
+        values = np.array([rows[d].value for d in stored_days], dtype=float)
         fetched = {o.request.day for o in good[kpi.id]}
         for day in days:
             stored = rows.get(day)
             value = stored.value if stored is not None else None
+            earlier = values[: bisect.bisect_left(stored_days, day)]
             if day in fetched:
-                outcome = checks.evaluate(kpi, day, value, history, status="ok")
+                outcome = checks.evaluate_after(kpi, day, value, earlier, status="ok")
             elif (kpi.id, day) in gap_reasons:
-                outcome = checks.evaluate(
-                    kpi, day, None, history, status="gap", reason=gap_reasons[(kpi.id, day)]
+                reason = gap_reasons[(kpi.id, day)]
+                outcome = checks.evaluate_after(
+                    kpi, day, None, earlier, status="gap", reason=reason
                 )
             elif day in failures:
-                outcome = checks.evaluate(
-                    kpi, day, value, history, status="failed", reason=failures[day]
+                outcome = checks.evaluate_after(
+                    kpi, day, value, earlier, status="failed", reason=failures[day]
                 )
             else:
                 continue
-            yield _check_event(outcome, single_day=len(days) == 1)
+            target = targets.get((kpi.id, day.isoformat()))
+            yield _check_event(outcome, single_day=single_day, target=target)

@@ -180,3 +180,13 @@ def test_check_evaluations_are_recorded_on_the_instance_per_partition(fred, tmp_
         evaluation = by_partition[saturday].event_log_entry.dagster_event.event_specific_data
         assert evaluation.passed
         assert "expected gap" in evaluation.metadata["present"].value
+        # A stored day's evaluation names the materialisation it checked, as the UI needs to
+        # show the check as current for that partition.
+        materialized = {
+            r.partition_key: r.storage_id
+            for r in instance.fetch_materializations(kpi_key("us_10y_yield"), limit=10).records
+        }
+        assert len(materialized) == 2  # Wednesday and Thursday; Friday is Thanksgiving
+        for partition, storage_id in materialized.items():
+            data = by_partition[partition].event_log_entry.dagster_event.event_specific_data
+            assert data.target_materialization_data.storage_id == storage_id
