@@ -314,8 +314,8 @@ def _landed(
     candidates: dict[str, list[dg.AssetKey]],
     specs: Mapping[dg.AssetKey, KpiSpec],
     today: date,
-) -> dict[str, set[dg.AssetKey]]:
-    """Of the candidate keys per day, those settled for that day's partition.
+) -> tuple[dict[str, set[dg.AssetKey]], dict[str, set[dg.AssetKey]]]:
+    """Of the candidate keys per day: those settled, and those settled by an expected gap.
 
     Settled: materialised, an expected gap by the registry (outside the KPI's calendar, not
     published yet, beyond its source's history), or observed as a gap (a market holiday).
@@ -324,21 +324,25 @@ def _landed(
     """
     days_by_key: dict[dg.AssetKey, list[str]] = {}
     landed: dict[str, set[dg.AssetKey]] = {day: set() for day in candidates}
+    gaps: dict[str, set[dg.AssetKey]] = {day: set() for day in candidates}
     for day, keys in candidates.items():
         for key in keys:
             spec = specs.get(key)
             if spec is not None and expected_gap(spec, date.fromisoformat(day), today):
-                landed[day].add(key)
+                gaps[day].add(key)
             else:
                 days_by_key.setdefault(key, []).append(day)
     for key, days in days_by_key.items():
         found = _partitions_with(instance.fetch_materializations, key, days)
-        rest = [day for day in days if day not in found]
-        if rest:
-            found |= _partitions_with(instance.fetch_observations, key, rest, _is_expected_gap)
         for day in found:
             landed[day].add(key)
-    return landed
+        rest = [day for day in days if day not in found]
+        if rest:
+            for day in _partitions_with(instance.fetch_observations, key, rest, _is_expected_gap):
+                gaps[day].add(key)
+    for day in candidates:
+        landed[day] |= gaps[day]
+    return landed, gaps
 
 
 def build_report_fanin_sensor(
@@ -426,7 +430,9 @@ def build_report_fanin_sensor(
             else keys
             for day in open_days
         }
-        landed = _landed(context.instance, candidates, spec_by_key, now.astimezone(UTC).date())
+        landed, gapped = _landed(
+            context.instance, candidates, spec_by_key, now.astimezone(UTC).date()
+        )
 
         requests: list[dg.RunRequest] = []
         notes: list[str] = []
@@ -434,6 +440,10 @@ def build_report_fanin_sensor(
             day_state = state[day]
             d = date.fromisoformat(day)
             missing = [k for k in candidates[day] if k not in landed[day]]
+            # KPIs settled by a gap, not by a value, do not make a report worth sending. Counted
+            # over the ticks; a tick that asked about every KPI (no cached list) counts afresh.
+            before = int(day_state.get("gaps", 0)) if "missing" in day_state else 0
+            day_state["gaps"] = before + len(gapped[day])
             day_state["missing"] = [k.to_user_string() for k in missing]
             if "report" in day_state:
                 # A partial report went out and amendments are on.
@@ -468,7 +478,7 @@ def build_report_fanin_sensor(
                 day_state["report"] = "complete"
                 context.log.info(f"{day}: all {len(keys)} KPIs landed; launching the report")
                 continue
-            if now >= settings.deadline(d) and len(missing) == len(keys):
+            if now >= settings.deadline(d) and len(missing) + day_state["gaps"] >= len(keys):
                 # A report without a single value helps nobody (e.g. a first deployment).
                 day_state["report"] = "none"
                 note = f"{day}: deadline passed and no KPI landed; no report for this day"

@@ -501,3 +501,18 @@ def test_the_skip_reason_of_a_launched_day_names_it(harness: Harness) -> None:
     harness.clock.at(DAY, "12:05")
     assert run_keys(harness.tick()) == [f"report-{DAY}"]
     assert harness.tick().skip_reason.skip_message == f"{DAY}: report launched"
+
+
+def test_a_day_where_only_gaps_landed_gets_no_report(instance) -> None:
+    saturday = "2024-05-11"
+    specs = [kpi_spec("a"), kpi_spec("b"), kpi_spec("c", calendar="business_days")]
+    harness = Harness(instance, specs=specs)
+    harness.clock.at(saturday, "13:00")
+    harness.tick()
+    observe(harness, saturday, "b", "expected_gap")  # a holiday, say
+    harness.clock.at(saturday, "13:30")
+    harness.tick()
+    harness.clock.at(saturday, "14:00")
+    result = harness.tick()
+    assert result.run_requests == []
+    assert "no KPI landed" in result.skip_reason.skip_message
