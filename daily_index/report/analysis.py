@@ -759,17 +759,19 @@ def rule_based(table: DayTable) -> Analysis:
     # Headline: the most unusual moves, the market mood, then what needs attention.
     parts: list[str] = []
     for row in movers[:2]:
+        sentiment = _sentiment(row)
         parts.append(
             f"{row.spec.name} {format_change(row.changes[1])} to "
-            f"{format_value(row.value, row.spec.unit)}"
+            f"{format_value(row.value, row.spec.unit)}" + (f" ({sentiment})" if sentiment else "")
         )
     for row in present:
         sentiment = _sentiment(row)
-        if sentiment:
+        if sentiment and row not in movers[:2]:
             parts.insert(
                 min(1, len(parts)),
                 f"{row.spec.name} at {format_value(row.value, row.spec.unit)} ({sentiment})",
             )
+        if sentiment:
             break
     if not parts and present:
         parts.append(

@@ -709,3 +709,12 @@ def test_the_rule_based_analyst_names_failed_data_checks() -> None:
     ]
     clean = rule_based(make_table())
     assert "Data check" not in clean.summary + " ".join(clean.risks)
+
+
+def test_a_sentiment_index_among_the_movers_is_named_once_with_its_band() -> None:
+    fng = spec("fear_greed", name="Fear & Greed", unit="points", kind="index")
+    analysis = rule_based(
+        table(row(fng, 72, 3, z=2.5), row(spec("btc_price", name="BTC"), 1, 1, z=1))
+    )
+    assert analysis.headline.startswith("Fear & Greed +3 pts to 72 (greed); BTC +1.0% to $1")
+    assert analysis.headline.count("Fear & Greed") == 1
