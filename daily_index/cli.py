@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -27,6 +28,10 @@ from rich.table import Table
 from daily_index import progress
 from daily_index.alerts.cli import alerts
 from daily_index.registry import RegistryError, load_registry, registry_path
+
+if TYPE_CHECKING:
+    from daily_index.formatting import Change
+    from daily_index.report.model import KpiRow
 
 EXIT_OK, EXIT_PARTIAL, EXIT_CONFIG, EXIT_FAILED = 0, 1, 2, 3
 DEFAULT_DAGSTER_HOME = ".dagster_home"
@@ -137,7 +142,7 @@ class _ProgressBars:
 _CHANGE_COLOURS = {"+": "green", "-": "red"}
 
 
-def _change_cell(change) -> str:
+def _change_cell(change: Change | None) -> str:
     from daily_index.formatting import format_change
 
     text = format_change(change)
@@ -145,7 +150,7 @@ def _change_cell(change) -> str:
     return f"[{colour}]{text}[/{colour}]" if colour else text
 
 
-def _row_cells(row) -> tuple[str, str, str]:
+def _row_cells(row: KpiRow) -> tuple[str, str, str]:
     """Value, 1-day change and status of one day-table row, as the CLI shows them."""
     from daily_index.formatting import brief, format_value
 
