@@ -27,6 +27,18 @@ import pandas as pd
 
 from daily_index.registry import KpiSpec
 
+
+def move_scale(changes: np.ndarray) -> float:
+    """The size of a usual move: the changes' std, but at least their median nonzero size.
+
+    A series that mostly sits still (a policy rate: 85 of 90 days unchanged, the rest
+    +-0.01) has a tiny std, and its smallest possible step would read as a 4-sigma move.
+    """
+    sigma = float(np.std(changes, ddof=1)) if len(changes) > 1 else 0.0
+    moved = np.abs(changes[changes != 0])
+    return max(sigma, float(np.median(moved))) if len(moved) else sigma
+
+
 CHECK_NAME = "quality"
 JUMP_WINDOW = 30
 JUMP_MIN_CHANGES = 10
@@ -158,7 +170,7 @@ def _jump_verdict(spec: KpiSpec, value: float, earlier: np.ndarray) -> Verdict:
         return Verdict(
             "jump", True, "WARN", f"fewer than {JUMP_MIN_CHANGES} earlier changes to compare with"
         )
-    sigma = float(np.std(history, ddof=1))
+    sigma = move_scale(history)
     k = spec.checks.jump_sigma
     if sigma == 0:
         passed = today == 0

@@ -87,3 +87,12 @@ def test_a_jump_is_a_warning_only():
 def test_a_non_finite_value_fails():
     outcome = evaluate(spec("btc_price"), DAY, float("nan"), None, status="ok")
     assert not verdict(outcome, "finite").passed
+
+
+def test_a_series_that_mostly_sits_still_keeps_its_smallest_step_usual():
+    from daily_index.checks import move_scale
+
+    changes = np.array([0.0] * 85 + [0.01, -0.01, 0.01, 0.01, -0.01])
+    assert move_scale(changes) == pytest.approx(0.01)
+    moving = np.random.default_rng(3).normal(0, 1, 90)
+    assert move_scale(moving) == pytest.approx(np.std(moving, ddof=1))

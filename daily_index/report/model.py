@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from daily_index.calendars import calendar_gap
-from daily_index.checks import CheckOutcome, Verdict, evaluate
+from daily_index.checks import CheckOutcome, Verdict, evaluate, move_scale
 from daily_index.formatting import Change, change_between
 from daily_index.registry import KpiSpec
 from daily_index.storage.objectstore import ObjectStore
@@ -190,7 +190,7 @@ def move_zscore(values: np.ndarray, unit: str) -> float | None:
     earlier = earlier[np.isfinite(earlier)]
     if not math.isfinite(today) or len(earlier) < ZSCORE_MIN_CHANGES:
         return None
-    sigma = float(np.std(earlier, ddof=1))
+    sigma = move_scale(earlier)
     if sigma == 0:
         return 0.0 if today == 0 else None
     return float(today) / sigma

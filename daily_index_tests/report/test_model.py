@@ -202,3 +202,11 @@ def test_analysis_and_pdf_read_the_table_the_charts_stored(tmp_path):
     assert stored_day_table(store, specs, DAY) == table
     with pytest.raises(dg.Failure, match="built for other KPIs"):
         stored_day_table(store, [*specs, spec("new_kpi", "price", "USD")], DAY)
+
+
+def test_the_smallest_step_of_a_rate_that_sits_still_is_not_unusual():
+    from daily_index.report.model import move_zscore
+
+    values = np.array([4.33] * 60 + [4.34] * 30 + [4.33] * 2 + [4.34])
+    z = move_zscore(values, "pp")
+    assert z is not None and abs(z) <= 1.0
