@@ -109,6 +109,7 @@ def make_server(port: int, latency_ms: float, mode: str) -> ThreadingHTTPServer:
 def _synthetic_table(kpis: int):
     from datetime import date
 
+    from daily_index.formatting import Change
     from daily_index.registry import KpiSpec
     from daily_index.report.model import DayTable, KpiRow
 
@@ -133,7 +134,11 @@ def _synthetic_table(kpis: int):
                 spec=spec,
                 value=value,
                 status="failed" if missing else "ok",
-                changes={1: (i % 7) - 3.0, 7: (i % 13) - 6.0, 30: None},
+                changes={
+                    1: Change((i % 7) - 3.0, "pct"),
+                    7: Change((i % 13) - 6.0, "pct"),
+                    30: None,
+                },
                 crossed="high" if value is not None and value >= 150 else None,
                 reason="HTTP 503 from source" if missing else None,
             )
