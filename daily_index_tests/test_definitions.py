@@ -46,6 +46,7 @@ def test_fred_kpis_appear_with_a_key_and_schedule_is_configurable():
         ({"DAILY_INDEX_FETCH_CONCURRENCY": "many"}, "DAILY_INDEX_FETCH_CONCURRENCY"),
         ({"DAILY_INDEX_LLM_API_KEY": "sk-secret-value"}, "DAILY_INDEX_LLM_PROVIDER"),
         ({"DAILY_INDEX_SUBSCRIBERS_FILE": "/nonexistent.yaml"}, "DAILY_INDEX_SUBSCRIBERS_FILE"),
+        ({"DAILY_INDEX_TODAY": "24/11/2026"}, "DAILY_INDEX_TODAY"),
     ],
 )
 def test_incomplete_configuration_names_the_setting(environ, named):

@@ -213,8 +213,19 @@ def sources_from_env(environ: Mapping[str, str]) -> KpiSourcesResource:
         concurrency=env_int(environ, "DAILY_INDEX_FETCH_CONCURRENCY", 32),
         max_response_bytes=env_int(environ, "DAILY_INDEX_MAX_RESPONSE_BYTES", 1_048_576, minimum=1),
         max_json_depth=env_int(environ, "DAILY_INDEX_MAX_JSON_DEPTH", 64, minimum=1),
-        today=environ.get("DAILY_INDEX_TODAY") or None,
+        today=_env_date(environ, "DAILY_INDEX_TODAY"),
     )
+
+
+def _env_date(environ: Mapping[str, str], name: str) -> str | None:
+    """A YYYY-MM-DD setting (None when unset), checked when the definitions load."""
+    raw = environ.get(name)
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw.strip()).isoformat()
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a date as YYYY-MM-DD, got {raw!r}") from None
 
 
 class AnalystResource(dg.ConfigurableResource):
