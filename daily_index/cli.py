@@ -223,6 +223,31 @@ def materialisation_metadata(result, key) -> dict:
     return {}
 
 
+def _history_selection(
+    environ: Mapping[str, str], kpi_ids: list[str] | None, first: date, last: date
+) -> list | None:
+    """The KPIs a history range asks for: those with at least one observation to expect.
+
+    A KPI whose source keeps no history for those days (CoinGecko's keyless `/global`) is
+    left out: in a range run that fails for another KPI, Dagster marks every partition it
+    planned and did not materialise as failed, and those days can never have a value.
+    """
+    from daily_index.calendars import expected_gap
+    from daily_index.defs.kpis import kpi_key
+    from daily_index.registry import current_registry
+
+    today_text = environ.get("DAILY_INDEX_TODAY")
+    today = date.fromisoformat(today_text) if today_text else datetime.now(UTC).date()
+    specs = current_registry(environ).enabled(dict(environ))
+    if kpi_ids:
+        specs = [s for s in specs if s.id in kpi_ids]
+    span = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    due = [s for s in specs if any(not expected_gap(s, d, today) for d in span)]
+    if len(due) == len(specs) and not kpi_ids:
+        return None
+    return [kpi_key(s.id) for s in due]
+
+
 def run_day(
     *,
     day: date,
@@ -254,24 +279,32 @@ def run_day(
     with _ProgressBars(show_progress) as bars, progress.listening(bars):
         if history_days:
             first, last = day - timedelta(days=history_days), day - timedelta(days=1)
-            console.print(f"{label}Loading history {first} .. {last} in one run ...")
-            history = kpi_job.execute_in_process(
-                instance=instance,
-                raise_on_error=False,
-                run_config=QUIET_RUN,
-                tags={
-                    "dagster/asset_partition_range_start": first.isoformat(),
-                    "dagster/asset_partition_range_end": last.isoformat(),
-                    "trigger": "cli",
-                },
-            )
-            bars.reset()
-            if not history.success:
-                err_console.print(
-                    f"[yellow]History incomplete:[/yellow] "
-                    f"{step_error(history).splitlines()[0]} Some sources keep no history "
-                    "(reasons per day in status/<date>.json)."
+            history_keys = _history_selection(environ, kpi_ids, first, last)
+            if history_keys == []:
+                console.print(f"{label}No KPI has history to load for {first} .. {last}.")
+            else:
+                left_out = (
+                    "" if history_keys is None else f" ({len(history_keys)} KPIs with history)"
                 )
+                console.print(f"{label}Loading history {first} .. {last} in one run{left_out} ...")
+                history = kpi_job.execute_in_process(
+                    instance=instance,
+                    raise_on_error=False,
+                    run_config=QUIET_RUN,
+                    asset_selection=history_keys,
+                    tags={
+                        "dagster/asset_partition_range_start": first.isoformat(),
+                        "dagster/asset_partition_range_end": last.isoformat(),
+                        "trigger": "cli",
+                    },
+                )
+                bars.reset()
+                if not history.success:
+                    err_console.print(
+                        f"[yellow]History incomplete:[/yellow] "
+                        f"{step_error(history).splitlines()[0]} "
+                        "(reasons per day in status/<date>.json)."
+                    )
         console.print(f"{label}Materialising KPIs for [bold]{day}[/bold] ...")
         result = kpi_job.execute_in_process(
             partition_key=day.isoformat(),

@@ -254,3 +254,26 @@ def test_demo_runs_on_recorded_data_and_says_so(tmp_path):
     assert done.stdout.count("DEMO DATA") >= 3
     text = _pdf_text(tmp_path / "demo" / "store" / "reports" / f"{DEMO_DAY}.pdf")
     assert "DEMO DATA" in text
+
+
+def test_history_leaves_out_kpis_whose_source_keeps_no_history(env, replay, tmp_path):
+    done = _cli(
+        "run",
+        "--date",
+        DEMO_DAY.isoformat(),
+        "--history",
+        "2",
+        "--kpis-only",
+        "--no-progress",
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "KPIs with history)" in done.stdout
+    # CoinGecko's /global keeps no history: never asked for, never planned for past days.
+    asked = [r.path for r in replay.requests if r.path.endswith("/global")]
+    assert len(asked) == 3  # today's, once per KPI on /global (two dominances, market cap)
+    store = LocalObjectStore(tmp_path / "store")
+    from daily_index.storage.series import read_fetch_status
+
+    past = read_fetch_status(store, DEMO_DAY - timedelta(days=1))
+    assert "btc_price" in past and "btc_dominance" not in past
