@@ -17,6 +17,7 @@ import apprise
 
 from daily_index.alerts.ledger import FAILED, AlertLedger, Claim, Notice
 from daily_index.alerts.recipients import Recipient
+from daily_index.delivery.send import error_text
 from daily_index.delivery.subscribers import ASSET, instantiate, redact_url, scrub
 
 MAX_PARALLEL_SENDS = 8
@@ -35,16 +36,6 @@ class DispatchResult:
     """Channel id -> scrubbed error."""
 
 
-def _error_text(result: apprise.AppriseResult) -> str:
-    messages = [
-        entry.message
-        for service in result
-        for entry in service.logs()
-        if entry.level in ("WARNING", "ERROR", "CRITICAL")
-    ]
-    return ("; ".join(dict.fromkeys(messages)) or f"apprise reported {result.status.name}")[:500]
-
-
 def send_message(url: str, title: str, body: str) -> str | None:
     """Send one message through one apprise URL; None on success, else a secret-free reason."""
     plugin = instantiate(url)
@@ -56,7 +47,7 @@ def send_message(url: str, title: str, body: str) -> str | None:
         result = notifier.notify(body=body, title=title)
     except Exception as exc:  # a plugin bug must not stop the other channels
         return scrub(f"{type(exc).__name__}: {exc}", [url])[:500]
-    return None if result else scrub(_error_text(result), [url])
+    return None if result else scrub(error_text(result), [url])
 
 
 def digest(texts: Sequence[tuple[str, str]], *, label: str) -> tuple[str, str]:

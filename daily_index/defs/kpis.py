@@ -172,25 +172,18 @@ def _check_event(
         v.rule: f"{'pass' if v.passed else 'FAIL'}: {v.detail}" for v in outcome.verdicts
     }
     metadata["failed_rules"] = ", ".join(v.rule for v in outcome.failed) or "none"
-    severity = dg.AssetCheckSeverity(outcome.severity)
+    common = {
+        "asset_key": kpi_key(outcome.kpi_id),
+        "check_name": checks.CHECK_NAME,
+        "passed": outcome.passed,
+        "severity": dg.AssetCheckSeverity(outcome.severity),
+        "description": outcome.summary(),
+        "metadata": metadata,
+    }
     if single_day:
-        return dg.AssetCheckResult(
-            asset_key=kpi_key(outcome.kpi_id),
-            check_name=checks.CHECK_NAME,
-            passed=outcome.passed,
-            severity=severity,
-            description=outcome.summary(),
-            metadata=metadata,
-        )
+        return dg.AssetCheckResult(**common)
     return dg.AssetCheckEvaluation(
-        asset_key=kpi_key(outcome.kpi_id),
-        check_name=checks.CHECK_NAME,
-        passed=outcome.passed,
-        severity=severity,
-        description=outcome.summary(),
-        metadata=metadata,
-        partition=outcome.day.isoformat(),
-        target_materialization_data=target,
+        **common, partition=outcome.day.isoformat(), target_materialization_data=target
     )
 
 

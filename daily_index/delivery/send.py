@@ -136,7 +136,8 @@ def _endpoints(subscribers: list[Subscriber]) -> list[_Endpoint]:
     return endpoints
 
 
-def _error_text(result: apprise.AppriseResult) -> str:
+def error_text(result: apprise.AppriseResult) -> str:
+    """Apprise's warnings and errors for one notify call, deduplicated, at most 500 chars."""
     messages = [
         entry.message
         for service in result
@@ -184,7 +185,7 @@ def _send_one(url: str, message: _Message, pacer: _Pacer) -> str | None:
         result = notifier.notify(body=message.body, title=message.title, attach=attach)
     except Exception as exc:  # a plugin bug must not stop the other 4,999 endpoints
         return scrub(f"{type(exc).__name__}: {exc}", [url])[:500]
-    return None if result else scrub(_error_text(result), [url])
+    return None if result else scrub(error_text(result), [url])
 
 
 def deliver(
