@@ -310,9 +310,7 @@ def main() -> None:
                     print(f"  {name} / floor-checks = {ratio:.2f}x (target <= 1.15x)")
         if floor and floor_checks and "ours" in results:
             share = (floor_checks - floor) / results["ours"]["wall_s"]
-            print(
-                f"  share of the day the checks add: (floor-checks - floor) / ours = {share:.0%}"
-            )
+            print(f"  share of the day the checks add: (floor-checks - floor) / ours = {share:.0%}")
         if "ours" in results and "naive" in results:
             print(f"  naive / ours = {results['naive']['wall_s'] / results['ours']['wall_s']:.2f}x")
         if "validate" not in args.skip:
