@@ -259,7 +259,7 @@ def _missing_tag(missing: list[dg.AssetKey], max_chars: int = MISSING_TAG_MAX_CH
 
 def _fingerprint(keys: list[dg.AssetKey]) -> str:
     joined = "\n".join(k.to_user_string() for k in keys)
-    return hashlib.sha1(joined.encode()).hexdigest()[:12]
+    return hashlib.sha1(joined.encode(), usedforsecurity=False).hexdigest()[:12]
 
 
 def _read_cursor(raw: str | None, kpis: str, log: logging.Logger) -> dict[str, dict]:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import cast
 
 import dagster as dg
 import numpy as np
@@ -64,8 +65,7 @@ def _spec_for(kpi: KpiSpec) -> dg.AssetSpec:
 
 
 def _metadata(kpi: KpiSpec, outcome: FetchOutcome) -> dict[str, object]:
-    update = outcome.update
-    assert isinstance(update, KPIDataUpdate)
+    update = cast(KPIDataUpdate, outcome.update)
     return {
         "value": dg.MetadataValue.float(update.value),
         "unit": kpi.unit,
@@ -103,8 +103,7 @@ def _store_kpi(
     fetched_at = datetime.now(UTC)
     rows = []
     for outcome in good:
-        update = outcome.update
-        assert isinstance(update, KPIDataUpdate)
+        update = cast(KPIDataUpdate, outcome.update)
         # Archive first: the series row is what makes the value visible downstream.
         series.archive_raw(kpi.id, outcome.request.day, update.to_wire())
         rows.append(
@@ -296,8 +295,7 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
                 yield from _materializations(kpi, good[kpi.id], single_day=len(days) == 1)
         for kpi in selected:
             for outcome in bad[kpi.id]:
-                update = outcome.update
-                assert isinstance(update, KPIErrorUpdate)
+                update = cast(KPIErrorUpdate, outcome.update)
                 yield dg.AssetObservation(
                     asset_key=kpi_key(kpi.id),
                     partition=outcome.request.day.isoformat(),

@@ -108,7 +108,7 @@ class ObjectStore(ABC):
                 return new
             except PreconditionFailed:
                 # R2 allows about one write per second per key: back off past that.
-                time.sleep(min(2.0, 0.05 * 2**attempt) + random.uniform(0, 0.25))
+                time.sleep(min(2.0, 0.05 * 2**attempt) + random.uniform(0, 0.25))  # noqa: S311 (jitter)
         raise StorageError(
             f"{self.description}: gave up writing {key!r} after {attempts} conflicting attempts"
         )
