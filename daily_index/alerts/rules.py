@@ -8,12 +8,14 @@ so a rule means the same thing in both. docs/alerts.md describes each kind.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import numpy as np
+
 from daily_index.calendars import in_calendar
+from daily_index.checks import move_scale
 from daily_index.formatting import Change, format_change, format_value, format_zscore
 from daily_index.formatting import change_between as _change
 from daily_index.registry import AlertRule, KpiSpec
@@ -136,10 +138,11 @@ def _zscore(points: Sequence[Point], unit: str, window: int) -> tuple[float, flo
     past = [c for c in changes[:-1] if c is not None][-window:]
     if len(past) < min(window, ZSCORE_MIN_CHANGES):
         return None
-    spread = statistics.stdev(past)
+    # The same measure as the report's "unusual moves": the change over the usual move size.
+    spread = move_scale(np.array(past, dtype=float))
     if spread == 0:
         return None
-    return today, (today - statistics.fmean(past)) / spread, len(past)
+    return today, today / spread, len(past)
 
 
 def _fires(
