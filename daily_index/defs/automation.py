@@ -23,12 +23,28 @@ from daily_index.registry import KpiSpec
 DEFAULT_CRON = "0 12 * * *"
 DEFAULT_TIMEZONE = "UTC"
 
+# A run of either job outliving its `dagster/max_runtime` is taken for dead (its worker was
+# killed) and marked failed by the daemon's run monitoring (dagster.yaml): the default run
+# launcher cannot watch a worker's process. Generous against the measured runs (KPI step about
+# 12 s for 200 KPIs, a whole report about 60 s), short against the fan-in sensor's first retry
+# (15 min after the schedule), which waits while a KPI run of the day is still going.
+KPI_RUN_MAX_RUNTIME_S = 600
+REPORT_RUN_MAX_RUNTIME_S = 1800
+
 daily_kpis_job = dg.define_asset_job(
     name="daily_kpis_job",
     selection=dg.AssetSelection.key_prefixes(["kpi"]),
-    # A run that failed because some KPIs failed must not be re-run whole by the instance's
-    # run retries: the fan-in sensor re-requests just the missing KPIs.
-    tags={"dagster/max_retries": "0"},
+    # One step (all KPIs of a day fetched concurrently): in process, a launch from the UI, the
+    # schedule or a sensor costs what `daily-index run` costs, not a process per step.
+    executor_def=dg.in_process_executor,
+    tags={
+        # A run that failed because some KPIs failed must not be re-run whole by the instance's
+        # run retries: the fan-in sensor re-requests just the missing KPIs.
+        "dagster/max_retries": "0",
+        "dagster/max_runtime": str(KPI_RUN_MAX_RUNTIME_S),
+        # dagster.yaml limits the runs holding this tag (n8n and the public APIs).
+        "daily_index/n8n": "1",
+    },
     description="Fetch and store every active KPI for one day (one step, concurrent fetches).",
 )
 
@@ -102,10 +118,29 @@ def schedule_settings(environ: Mapping[str, str]) -> dict[str, str]:
 
 # --- The report fan-in sensor ----------------------------------------------------------------
 
+REPORT_DAY_TAG = "daily_index/report_day"
+
 daily_report_job = dg.define_asset_job(
     name="daily_report_job",
     # Partitioned by daily_partitions through its assets (`partitions_def=` here is deprecated).
     selection=dg.AssetSelection.key_prefixes(["report"]),
+    # Every run of the job gets its day as a tag, however it starts (sensor, UI, backfill,
+    # `dagster job launch`): dagster.yaml lets one report run per day run at a time.
+    config=dg.PartitionedConfig(
+        partitions_def=daily_partitions,
+        run_config_for_partition_key_fn=lambda _day: {},
+        tags_for_partition_key_fn=lambda day: {REPORT_DAY_TAG: day},
+    ),
+    # Its steps run one after another: in process, not a process per step.
+    executor_def=dg.in_process_executor,
+    tags={
+        # Safe to retry from the failed step: delivery sends only what the ledger has not sent.
+        "dagster/max_retries": "2",
+        "dagster/retry_strategy": "FROM_FAILURE",
+        "dagster/max_runtime": str(REPORT_RUN_MAX_RUNTIME_S),
+        # dagster.yaml limits the runs holding this tag (the LLM provider's rate limits).
+        "daily_index/llm": "1",
+    },
     description="Build and deliver one day's report (charts, analysis, PDF, delivery).",
 )
 
