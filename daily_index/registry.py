@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from daily_index.inputfiles import InputFileError, read_utf8
+
 REGISTRY_ENV = "DAILY_INDEX_KPIS_FILE"
 SUPPORTED_REGISTRY_VERSIONS = (1,)
 
@@ -336,12 +338,12 @@ def parse_registry(text: str, *, source: str) -> Registry:
 
 
 def load_registry(path: Path | str | None = None) -> Registry:
-    """Load and validate a registry file (default: the one in use)."""
+    """Load and validate a registry file (default: the one in use), UTF-8 with or without BOM."""
     file = Path(path) if path is not None else registry_path()
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RegistryError(f"{file}: cannot read the KPI registry: {exc.strerror}") from None
+        text = read_utf8(file, what="KPI registry")
+    except InputFileError as exc:
+        raise RegistryError(str(exc)) from None
     return parse_registry(text, source=str(file))
 
 

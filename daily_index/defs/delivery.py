@@ -24,6 +24,8 @@ from daily_index.delivery import (
     deliver,
     ledger_key,
     load_subscribers,
+    problems_message,
+    problems_summary,
     validate_edition,
 )
 
@@ -81,22 +83,27 @@ def run_delivery(
     delivery: DeliveryResource,
     demo: bool,
     resend_failed: bool = False,
+    resend_dead: bool = False,
     log=None,
     edition: str | None = None,
-) -> tuple[DeliverySummary, list[str]]:
+) -> tuple[DeliverySummary, dict]:
     """Deliver the day's report; returns the summary and the subscriber-file problems.
+
+    The problems come as one summary (`problems_summary`: the count, the first 20, every
+    line number), logged as one warning: a file with 50,000 bad rows is one event, not
+    50,000. A subscriber file that is unusable as a whole, or loads no subscriber, raises
+    `SubscriberFileError` (nothing is sent, and never to the outbox instead).
 
     `edition` (None, or e.g. "amended") picks the ledger and the title prefix; see
     `daily_index.delivery.deliver`.
     """
-    problems: list[str] = []
+    problems: dict = problems_summary([])
     if delivery.subscribers_file:
         loaded = load_subscribers(delivery.subscribers_file)
         subscribers = list(loaded.subscribers)
-        problems = [str(p) for p in loaded.problems]
-        for problem in problems:
-            if log is not None:
-                log.warning(f"subscriber skipped: {problem}")
+        problems = problems_summary(loaded.problems)
+        if loaded.problems and log is not None:
+            log.warning(problems_message(loaded.problems, file=delivery.subscribers_file))
     else:
         # No subscriber file: `deliver` writes to the outbox, one folder per day.
         subscribers = []
@@ -119,11 +126,33 @@ def run_delivery(
             concurrency=delivery.concurrency,
             max_attempts=delivery.max_attempts,
             resend_failed=resend_failed,
+            resend_dead=resend_dead,
             outbox_dir=Path(delivery.outbox_dir),
             on_progress=lambda done, total: progress.emit("deliver", done, total),
             edition=edition,
         )
     return summary, problems
+
+
+def unserved_text(summary: DeliverySummary) -> str:
+    """Where the endpoints not sent the report stand, for a warning or the CLI."""
+    ledger = summary.ledger
+    uncertain = summary.uncertain
+    failed = ledger.get("failed", 0) - uncertain
+    parts = [
+        f"{failed} failed (retried by a re-run while attempts are left)" if failed else "",
+        f"{uncertain} of unknown outcome (a killed run's sends; --resend-failed resends them)"
+        if uncertain
+        else "",
+        f"{ledger.get('dead', 0)} dead (410 Gone or out of attempts; --resend-failed "
+        "--include-dead after fixing them)"
+        if ledger.get("dead")
+        else "",
+        f"{ledger.get('pending', 0)} pending" if ledger.get("pending") else "",
+    ]
+    return f"{summary.unserved} of {summary.total} endpoint(s) not served: " + ", ".join(
+        p for p in parts if p
+    )
 
 
 def pdf_is_partial(instance: dg.DagsterInstance, partition_key: str) -> bool:
@@ -140,6 +169,8 @@ def pdf_is_partial(instance: dg.DagsterInstance, partition_key: str) -> bool:
 class DeliveryRunConfig(dg.Config):
     resend_failed: bool = False
     """Also retry endpoints that failed too often, and sends whose outcome is unknown."""
+    resend_dead: bool = False
+    """Also retry dead endpoints (410 Gone, or failed too often), e.g. after fixing a URL."""
 
 
 def build_delivery_asset() -> dg.AssetsDefinition:
@@ -185,23 +216,28 @@ def build_delivery_asset() -> dg.AssetsDefinition:
             demo=report_settings.demo,
             log=context.log,
             resend_failed=config.resend_failed,
+            resend_dead=config.resend_dead,
             edition=edition,
         )
-        if summary.failed or summary.dead:
-            context.log.warning(
-                f"{summary.failed} endpoint(s) failed and {summary.dead} are dead; "
-                f"see {ledger}; a re-run retries the failed ones"
-            )
+        if summary.unserved:
+            context.log.warning(f"{unserved_text(summary)}; see {ledger}")
         return dg.MaterializeResult(
             metadata={
                 "sent": summary.sent,
                 "failed": summary.failed,
                 "dead": summary.dead,
-                "already_sent": summary.skipped,
+                "already_sent": summary.already_sent,
+                "skipped": dg.MetadataValue.json(summary.skipped_by_reason),
+                "ledger_status": dg.MetadataValue.json(summary.ledger),
+                "uncertain": summary.uncertain,
+                "unserved": summary.unserved,
                 "endpoints": summary.total,
                 "elapsed_s": round(summary.elapsed_s, 2),
                 "by_channel": dg.MetadataValue.json(summary.by_channel),
-                "subscriber_problems": dg.MetadataValue.json(problems),
+                # The first 20 skipped entries; all of them are counted, with their lines.
+                "subscriber_problems": dg.MetadataValue.json(problems["first"]),
+                "subscriber_problem_count": problems["count"],
+                "subscriber_problem_lines": problems["lines"],
                 "partial": partial,
                 "edition": edition,
                 "ledger": ledger,

@@ -10,9 +10,12 @@ from daily_index.delivery.send import (
 from daily_index.delivery.subscribers import (
     Problem,
     Subscriber,
+    SubscriberFileError,
     SubscriberList,
     load_subscribers,
     outbox_subscriber,
+    problems_message,
+    problems_summary,
     redact_url,
 )
 
@@ -23,11 +26,14 @@ __all__ = [
     "Problem",
     "ReportPayload",
     "Subscriber",
+    "SubscriberFileError",
     "SubscriberList",
     "deliver",
     "ledger_key",
     "load_subscribers",
     "outbox_subscriber",
+    "problems_message",
+    "problems_summary",
     "read_ledger",
     "redact_url",
     "validate_edition",

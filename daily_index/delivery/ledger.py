@@ -9,6 +9,11 @@ few results and at the end; between flushes a local append-only journal records 
 send as it starts and ends, so a run killed at any point loses nothing: the next run
 replays the journal, and a send that started but never reported back is marked `failed`
 with `uncertain=True` instead of being sent a second time.
+
+Each outcome is applied once. Every flush checkpoints the journal (it keeps only the
+sends the flushed ledger does not have yet), and an outcome no newer than its row's
+`last_attempt_at` is already in the ledger and is not counted again: a kill between the
+ledger write and the checkpoint cannot make a replay count an attempt twice.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ import pyarrow.parquet as pq
 from daily_index.storage.objectstore import ObjectStore
 
 STATUSES = ("pending", "sent", "failed", "dead")
+SKIP_REASONS = ("already sent", "dead", "outcome unknown", "no attempts left")
+"""Why a run does not send to an endpoint: sent before; dead (410 Gone, or failed
+`max_attempts` times); a killed run's send of unknown outcome; failed with no attempts
+left under a lowered `max_attempts`. Each but the first is resent on request."""
 UNCERTAIN_ERROR = (
     "run interrupted while sending: outcome unknown, not resent automatically "
     "(re-run with resend_failed=True to send again)"
@@ -118,6 +127,8 @@ class Outcome:
     error: str | None = None
     via_fallback: bool = False
     uncertain: bool = False
+    gone: bool = False
+    """The endpoint answered 410 Gone: it is dead at once, whatever attempts are left."""
 
 
 class Ledger:
@@ -171,21 +182,41 @@ class Ledger:
         row["url"], row["fallback_url"] = url, fallback_url
         return row
 
-    def eligible(self, endpoint_id: str, *, max_attempts: int, resend_failed: bool) -> bool:
+    def skip_reason(
+        self,
+        endpoint_id: str,
+        *,
+        max_attempts: int,
+        resend_failed: bool,
+        resend_dead: bool = False,
+    ) -> str | None:
+        """None when this run sends to the endpoint, else why not (one of `SKIP_REASONS`)."""
         row = self.rows[endpoint_id]
-        if row["status"] == "pending":
-            return True
-        if row["status"] == "failed":
-            if row["uncertain"]:
-                return resend_failed
-            return resend_failed or row["attempts"] < max_attempts
-        return False
+        status = row["status"]
+        if status == "pending":
+            return None
+        if status == "sent":
+            return "already sent"
+        if status == "dead":
+            return None if resend_dead else "dead"
+        if row["uncertain"]:
+            return None if resend_failed else "outcome unknown"
+        if resend_failed or row["attempts"] < max_attempts:
+            return None
+        return "no attempts left"
 
-    def apply(self, outcome: Outcome, *, max_attempts: int) -> str:
-        """Record one attempt and return the row's new status."""
+    def apply(self, outcome: Outcome, *, max_attempts: int) -> str | None:
+        """Record one attempt; the row's new status, or None when there is nothing to record.
+
+        None for an endpoint no longer subscribed, and for an outcome the ledger already
+        has (finished no later than the row's last attempt: a journal replayed again).
+        """
         row = self.rows.get(outcome.endpoint_id)
-        if row is None:  # a journal entry for an endpoint no longer subscribed
-            return "unknown"
+        if row is None:
+            return None
+        last = row["last_attempt_at"]
+        if last is not None and outcome.finished_at <= last:
+            return None
         row["attempts"] = int(row["attempts"]) + 1
         row["first_attempt_at"] = row["first_attempt_at"] or outcome.started_at
         row["last_attempt_at"] = outcome.finished_at
@@ -198,7 +229,7 @@ class Ledger:
                 via_fallback=outcome.via_fallback,
             )
         else:
-            dead = row["attempts"] >= max_attempts and not outcome.uncertain
+            dead = outcome.gone or (row["attempts"] >= max_attempts and not outcome.uncertain)
             row.update(status="dead" if dead else "failed", last_error=outcome.error)
         return row["status"]
 
@@ -228,6 +259,8 @@ class Journal:
         self.path = path
         self._fd: int | None = None
         self._lock = threading.Lock()
+        # The lines of each send the store's ledger does not have yet, kept for `checkpoint`.
+        self._unflushed: dict[str, list[bytes]] = {}
 
     @classmethod
     def for_store(cls, store: ObjectStore, day: date, edition: str | None = None) -> Journal:
@@ -264,6 +297,7 @@ class Journal:
                         finished_at=at,
                         error=entry.get("error"),
                         via_fallback=entry.get("via_fallback", False),
+                        gone=entry.get("gone", False),
                     )
                 )
         outcomes += [
@@ -280,14 +314,42 @@ class Journal:
         return outcomes
 
     def open(self) -> None:
+        """Start an empty journal (call once the replayed outcomes are in the stored ledger)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        with self._lock:
+            self._unflushed.clear()
+            self._fd = os.open(
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600
+            )
+
+    def checkpoint(self, flushed: set[str]) -> None:
+        """Forget the sends of `flushed` endpoints, whose outcomes the stored ledger now has.
+
+        The journal is rewritten (temp file + rename, so a kill leaves the old or the new
+        one) with only the lines of sends still in flight or not yet in the stored ledger.
+        Workers wait on the lock meanwhile, so no line is lost.
+        """
+        with self._lock:
+            if self._fd is None:
+                return
+            for endpoint_id in flushed:
+                self._unflushed.pop(endpoint_id, None)
+            tmp = self.path.with_name(self.path.name + ".checkpoint")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"".join(line for lines in self._unflushed.values() for line in lines))
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+            os.close(self._fd)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
     def _write(self, entry: dict[str, Any]) -> None:
         line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
         with self._lock:
             if self._fd is not None:
                 os.write(self._fd, line)
+                self._unflushed.setdefault(entry["endpoint_id"], []).append(line)
 
     def start(self, endpoint_id: str, at: datetime) -> None:
         self._write({"event": "start", "endpoint_id": endpoint_id, "at": at.isoformat()})
@@ -300,6 +362,7 @@ class Journal:
                 "at": outcome.finished_at.isoformat(),
                 "error": outcome.error,
                 "via_fallback": outcome.via_fallback,
+                "gone": outcome.gone,
             }
         )
 

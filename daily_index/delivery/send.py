@@ -8,6 +8,7 @@ Concurrency is a bounded thread pool; channels with published rate limits are pa
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter, defaultdict
@@ -61,7 +62,13 @@ class ReportPayload:
 
 @dataclass(frozen=True)
 class DeliverySummary:
-    """What one `deliver` call did (counts are for this run; `total` is all endpoints)."""
+    """What one `deliver` call did, and where every endpoint stands after it.
+
+    `sent`, `failed` and `dead` count this run's attempts; `skipped` the endpoints this
+    run did not send to, by reason in `skipped_by_reason`. `ledger` counts every endpoint
+    of the subscriber list by status after the run, and `uncertain` the failed ones whose
+    outcome is unknown (a killed run's send in flight).
+    """
 
     sent: int
     failed: int
@@ -73,6 +80,21 @@ class DeliverySummary:
     """Per channel kind (mailto, json, ...): counts of sent / failed / dead this run."""
     not_attempted: int = 0
     """Eligible endpoints left pending because the run stopped early (`stop_after`)."""
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    """Why endpoints were not sent to: "already sent", "dead", "outcome unknown", ..."""
+    ledger: dict[str, int] = field(default_factory=dict)
+    """Every endpoint by status after the run: pending, sent, failed, dead."""
+    uncertain: int = 0
+    """Endpoints whose last send has an unknown outcome (counted as failed in `ledger`)."""
+
+    @property
+    def already_sent(self) -> int:
+        return self.skipped_by_reason.get("already sent", 0)
+
+    @property
+    def unserved(self) -> int:
+        """Endpoints not (known to be) sent the report: pending, failed, uncertain or dead."""
+        return self.total - self.ledger.get("sent", 0)
 
 
 @dataclass(frozen=True)
@@ -172,6 +194,16 @@ class _SharedPdf(AttachFile):
             return self._encoded[encoding]
 
 
+# Apprise's HTTP plugins log the status as "error=<code>"; 410 Gone means the webhook was
+# deleted and will never come back, so retrying it is pointless.
+_GONE = re.compile(r"\berror=410\b")
+
+
+def is_gone(error: str | None) -> bool:
+    """Whether a send's error says the endpoint answered 410 Gone."""
+    return bool(error and _GONE.search(error))
+
+
 def _send_one(url: str, message: _Message, pacer: _Pacer) -> str | None:
     """Send through one apprise URL; None on success, else a secret-free reason."""
     plugin = instantiate(url)
@@ -197,6 +229,7 @@ def deliver(
     concurrency: int = 64,
     max_attempts: int = 3,
     resend_failed: bool = False,
+    resend_dead: bool = False,
     outbox_dir: Path | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     stop_after: int | None = None,
@@ -212,9 +245,11 @@ def deliver(
         subscribers: Who to send to. Empty means the local outbox (needs `outbox_dir`).
         payload: The report to send.
         concurrency: Sends in flight at once.
-        max_attempts: Attempts (one per run) before an endpoint is `dead`.
+        max_attempts: Attempts (one per run) before an endpoint is `dead`; an endpoint
+            answering 410 Gone is dead at once.
         resend_failed: Also retry failed rows past `max_attempts`, and sends whose outcome
             is unknown because a run was killed mid-send (these may then arrive twice).
+        resend_dead: Also retry dead rows (after the subscriber's URL was fixed).
         outbox_dir: Folder for the built-in outbox subscriber; messages go to
             `<outbox_dir>/<day>/`.
         on_progress: Called as `on_progress(done, to_do)` after each endpoint.
@@ -259,13 +294,27 @@ def deliver(
     journal = Journal.for_store(store, day, edition)
     for outcome in journal.replay():
         ledger.apply(outcome, max_attempts=max_attempts)
-    todo = [
-        ep
-        for ep in endpoints
-        if ledger.eligible(ep.endpoint_id, max_attempts=max_attempts, resend_failed=resend_failed)
-    ]
+    todo: list[_Endpoint] = []
+    skipped: Counter[str] = Counter()
+    for ep in endpoints:
+        reason = ledger.skip_reason(
+            ep.endpoint_id,
+            max_attempts=max_attempts,
+            resend_failed=resend_failed,
+            resend_dead=resend_dead,
+        )
+        if reason is None:
+            todo.append(ep)
+        else:
+            skipped[reason] += 1
     ledger.flush()
     journal.open()
+    applied: set[str] = set()
+
+    def flush() -> None:
+        ledger.flush()
+        journal.checkpoint(applied)
+        applied.clear()
 
     pacer = _Pacer()
     stop = threading.Event()
@@ -279,6 +328,7 @@ def deliver(
         begun = now_utc()
         journal.start(ep.endpoint_id, begun)
         error = _send_one(ep.url, message, pacer)
+        primary_gone = is_gone(error)
         via_fallback = False
         fallback = ep.subscriber.fallback
         if error is not None and fallback:
@@ -294,6 +344,7 @@ def deliver(
             finished_at=now_utc(),
             error=error,
             via_fallback=via_fallback,
+            gone=primary_gone and error is not None,
         )
         journal.finish(outcome)
         return outcome
@@ -324,6 +375,9 @@ def deliver(
                     if outcome is None:
                         continue
                     status = ledger.apply(outcome, max_attempts=max_attempts)
+                    applied.add(outcome.endpoint_id)
+                    if status is None:
+                        continue
                     kind = ledger.rows[outcome.endpoint_id]["kind"]
                     counts[status] += 1
                     by_channel[kind][status] += 1
@@ -334,14 +388,15 @@ def deliver(
                     if stop_after is not None and done >= stop_after:
                         stop.set()
                 if since_flush >= flush_every:
-                    ledger.flush()
+                    flush()
                     since_flush = 0
         clean_exit = True
     finally:
         stop.set()
-        ledger.flush()
+        flush()
         journal.close(remove=clean_exit)
 
+    rows = [ledger.rows[ep.endpoint_id] for ep in endpoints]
     return DeliverySummary(
         sent=counts["sent"],
         failed=counts["failed"],
@@ -351,4 +406,7 @@ def deliver(
         elapsed_s=round(time.monotonic() - started, 3),
         by_channel={k: dict(v) for k, v in sorted(by_channel.items())},
         not_attempted=len(todo) - done,
+        skipped_by_reason=dict(skipped),
+        ledger=dict(Counter(row["status"] for row in rows)),
+        uncertain=sum(1 for row in rows if row["status"] == "failed" and row["uncertain"]),
     )

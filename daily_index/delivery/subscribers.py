@@ -13,12 +13,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import apprise
 import yaml
 
 from daily_index.delivery.outbox import outbox_url
+from daily_index.inputfiles import InputFileError, read_utf8
 
 Receives = Literal["pdf", "link", "summary"]
 RECEIVES: tuple[str, ...] = ("pdf", "link", "summary")
@@ -61,10 +62,54 @@ class Problem:
         return f"line {self.line}{who}: {self.message}"
 
 
+class SubscriberFileError(ValueError):
+    """The subscriber file as a whole is unusable; the message names the file and why."""
+
+
 @dataclass(frozen=True)
 class SubscriberList:
     subscribers: list[Subscriber]
     problems: list[Problem]
+
+
+PROBLEMS_LISTED = 20
+"""Skipped entries listed by name in a summary; the rest are counted, with their lines."""
+
+
+def line_ranges(lines: list[int]) -> str:
+    """Line numbers as compact ranges: `3-7, 9, 12-40`."""
+    ranges: list[list[int]] = []
+    for line in sorted(set(lines)):
+        if ranges and line == ranges[-1][1] + 1:
+            ranges[-1][1] = line
+        else:
+            ranges.append([line, line])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+def problems_summary(problems: list[Problem], *, listed: int = PROBLEMS_LISTED) -> dict[str, Any]:
+    """Skipped entries in one record: how many, the first `listed`, and every line number.
+
+    One record (one log event, one metadata entry), whatever the count: a file with tens
+    of thousands of bad rows must not become tens of thousands of events.
+    """
+    return {
+        "count": len(problems),
+        "first": [str(p) for p in problems[:listed]],
+        "lines": line_ranges([p.line for p in problems]),
+    }
+
+
+def problems_message(problems: list[Problem], *, file: str | Path) -> str:
+    """The one warning that reports every skipped entry of a subscriber file."""
+    summary = problems_summary(problems)
+    shown = "\n".join(f"  {text}" for text in summary["first"])
+    more = summary["count"] - len(summary["first"])
+    tail = f"\n  ... and {more} more" if more else ""
+    return (
+        f"{summary['count']} subscriber entr{'y' if summary['count'] == 1 else 'ies'} of "
+        f"{Path(file).name} skipped (lines {summary['lines']}):\n{shown}{tail}"
+    )
 
 
 def instantiate(url: str) -> Any | None:
@@ -72,11 +117,34 @@ def instantiate(url: str) -> Any | None:
     return apprise.Apprise.instantiate(url, asset=ASSET)
 
 
+# Query parameters whose value is hidden in every URL we store or show: apprise's header
+# (`+Name=`) and payload (`-name=`) parameters carry API keys and bearer tokens, and any
+# parameter named like a credential.
+_SECRET_PARAM = re.compile(
+    r"^[+-]|token|key|secret|pass|auth|sig|cred|session|cookie|bearer", re.IGNORECASE
+)
+
+
+def _redact_query(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    pairs = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        pairs.append((name, "****" if value and _SECRET_PARAM.search(name) else value))
+    return urlunsplit(parts._replace(query=urlencode(pairs, safe="*:/@")))
+
+
 def redact_url(url: str) -> str:
-    """A form of `url` safe for logs, errors and the ledger."""
+    """A form of `url` safe for logs, errors and the ledger.
+
+    Apprise's privacy form (`url(privacy=True)`) hides passwords and tokens in the path,
+    but shows header and payload parameters (`json://host/?+X-Api-Key=...`) as given:
+    their values, and those of credential-named parameters (`?token=`), are masked too.
+    """
     plugin = instantiate(url)
     if plugin is not None:
-        return plugin.url(privacy=True)
+        return _redact_query(plugin.url(privacy=True))
     # Apprise cannot parse it, so we cannot tell secrets from the rest: keep the scheme.
     scheme = url.split("://", 1)[0] if "://" in url else ""
     return f"{scheme[:20]}://(redacted)" if scheme else "(redacted)"
@@ -170,9 +238,21 @@ def _yaml_entries(text: str) -> list[tuple[int, Any]]:
     return [(node.start_mark.line + 1, item) for node, item in zip(root.value, data, strict=True)]
 
 
-def _csv_entries(text: str) -> list[tuple[int, Any]]:
+REQUIRED_COLUMNS = (("id",), ("name",), ("urls", "url"))
+
+
+def _csv_entries(text: str, source: str) -> list[tuple[int, Any]]:
     entries = []
     reader = csv.DictReader(text.splitlines(keepends=True), skipinitialspace=True)
+    header = [(name or "").strip().lower() for name in reader.fieldnames or []]
+    missing = [names for names in REQUIRED_COLUMNS if not any(n in header for n in names)]
+    if missing:
+        wanted = ", ".join(" or ".join(repr(n) for n in names) for names in missing)
+        found = ", ".join(repr(h[:30]) for h in header) or "nothing"
+        raise SubscriberFileError(
+            f"{source}: the header row (line 1) has no {wanted} column; it has {found}. "
+            "Expected: id,name,urls,fallback,tags,receives"
+        )
     for row in reader:
         if not any(v.strip() for v in row.values() if isinstance(v, str)):
             continue
@@ -186,34 +266,49 @@ def _csv_entries(text: str) -> list[tuple[int, Any]]:
 
 
 def load_subscribers(path: str | Path) -> SubscriberList:
-    """Read a subscriber file (`.yaml`/`.yml` or `.csv`), skipping bad entries.
+    """Read a subscriber file (`.yaml`/`.yml` or `.csv`, UTF-8), skipping bad entries.
 
     Args:
         path: The subscriber file; its suffix picks the format.
 
     Returns:
-        The usable subscribers, and one `Problem` (with its line number) per skipped entry.
+        The usable subscribers (at least one), and one `Problem` (with its line number)
+        per skipped entry.
 
     Raises:
-        ValueError: The file as a whole cannot be read as a subscriber list.
+        SubscriberFileError: The file as a whole cannot be used: unreadable, not UTF-8,
+            not valid YAML, a CSV without its `id`, `name` or `urls` column, or no usable
+            subscriber at all (never a silent fallback to the outbox).
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = read_utf8(path, what="subscriber file")
+    except InputFileError as exc:
+        raise SubscriberFileError(str(exc)) from None
     try:
         if path.suffix.lower() == ".csv":
-            entries = _csv_entries(text)
+            entries = _csv_entries(text, str(path))
         else:
             entries = _yaml_entries(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path.name}: not valid YAML{where}") from None
+        raise SubscriberFileError(f"{path}: not valid YAML{where}") from None
+    except csv.Error as exc:
+        raise SubscriberFileError(f"{path}: not a readable CSV file: {exc}") from None
+    except SubscriberFileError:
+        raise
+    except ValueError as exc:
+        raise SubscriberFileError(f"{path}: {exc}") from None
     subscribers: list[Subscriber] = []
     problems: list[Problem] = []
     seen: set[str] = set()
     for line, entry in entries:
         built = _build(entry, line, seen)
         (subscribers if isinstance(built, Subscriber) else problems).append(built)  # type: ignore[arg-type]
+    if not subscribers:
+        detail = f"; {problems_message(problems, file=path)}" if problems else " (no entries)"
+        raise SubscriberFileError(f"{path}: no usable subscriber{detail}")
     return SubscriberList(subscribers, problems)
 
 
