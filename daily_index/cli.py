@@ -27,6 +27,7 @@ from rich.table import Table
 
 from daily_index import progress
 from daily_index.alerts.cli import alerts
+from daily_index.history_cli import export_command, import_command
 from daily_index.registry import RegistryError, load_registry, registry_path
 
 if TYPE_CHECKING:
@@ -546,121 +547,46 @@ def kpis_validate(file: str | None) -> None:
 
 
 @main.command()
-def doctor() -> None:
-    """Check the configuration and what is reachable; never prints a secret."""
-    from daily_index.defs.resources import ConfigurationError, sources_from_env, storage_from_env
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Skip the requests to the sources and n8n (the store is checked).",
+)
+def doctor(offline: bool) -> None:
+    """Check the configuration and what is reachable, as a run would; never prints a secret.
 
-    problems = 0
+    The store gets a probe object written, read back and deleted; each source an enabled
+    KPI uses, and n8n, one request. Exit 1 when a check found a problem.
+    """
+    from daily_index.doctor import run_checks
+
+    checks = run_checks(os.environ, offline=offline)
     table = Table(title="daily-index doctor", title_justify="left", show_header=False)
     table.add_column("check")
     table.add_column("result")
-
-    def row(name: str, ok: bool | None, detail: str) -> None:
-        nonlocal problems
-        mark = (
-            "[green]ok[/green]"
-            if ok
-            else ("[yellow]off[/yellow]" if ok is None else "[red]problem[/red]")
+    for check in checks:
+        mark = {True: "[green]ok[/green]", None: "[yellow]off[/yellow]"}.get(
+            check.ok, "[red]problem[/red]"
         )
-        problems += ok is False
-        table.add_row(name, f"{mark}  {detail}")
-
-    env = os.environ
-    try:
-        registry = load_registry()
-        row(
-            "KPI registry",
-            True,
-            f"{registry_path()} v{registry.version}: "
-            f"{len(registry.enabled())}/{len(registry.kpis)} KPIs enabled",
-        )
-    except RegistryError as exc:
-        row("KPI registry", False, str(exc).splitlines()[0])
-    try:
-        store = storage_from_env(env).get_store()
-        try:
-            store.check()
-            row("storage", True, f"{store.description} reachable and writable")
-        except Exception as exc:
-            row("storage", False, str(exc))
-    except ConfigurationError as exc:
-        row("storage", False, str(exc))
-    try:
-        sources = sources_from_env(env)
-        row(
-            "n8n",
-            True if sources.n8n_base_url else None,
-            sources.n8n_base_url or "not configured (DAILY_INDEX_N8N_BASE_URL); n8n KPIs off",
-        )
-        row(
-            "n8n auth",
-            True if env.get("DAILY_INDEX_N8N_AUTH_VALUE") else None,
-            f"header {sources.n8n_auth_header} set (value hidden)"
-            if sources.n8n_auth_header
-            else "no webhook authentication",
-        )
-        row(
-            "FRED",
-            True if env.get("FRED_API_KEY") else None,
-            "key set (hidden)" if env.get("FRED_API_KEY") else "no FRED_API_KEY; macro KPIs off",
-        )
-        overrides = ", ".join(sorted(sources.base_urls)) or "none (public endpoints)"
-        row("source URLs", True, f"overridden: {overrides}")
-    except ConfigurationError as exc:
-        row("sources", False, str(exc))
-    home = env.get("DAGSTER_HOME") or f"{DEFAULT_DAGSTER_HOME} (default of `daily-index run`)"
-    row("Dagster instance", True, f"DAGSTER_HOME={home}")
-    for extra in _doctor_extras(env):
-        row(*extra)
+        table.add_row(check.name, f"{mark}  {escape(check.detail)}")
     console.print(table)
-    sys.exit(EXIT_PARTIAL if problems else EXIT_OK)
+    sys.exit(EXIT_PARTIAL if any(c.ok is False for c in checks) else EXIT_OK)
 
 
-def _doctor_extras(env: Mapping[str, str]) -> list[tuple[str, bool | None, str]]:
-    """Checks of the report side: the analyst, the subscribers, the PDF preview tool."""
-    import shutil
-
-    from daily_index.delivery import load_subscribers
-    from daily_index.report.analysis import LlmSettings
-
-    rows: list[tuple[str, bool | None, str]] = []
-    try:
-        llm = LlmSettings.from_env(env)
-        rows.append(
-            (
-                "analyst",
-                True if llm else None,
-                f"LLM {llm.model} at {llm.base_url} (key hidden)"
-                if llm
-                else "no LLM key: the rule-based analyst writes the analysis",
-            )
-        )
-    except ValueError as exc:
-        rows.append(("analyst", False, str(exc)))
-    file = env.get("DAILY_INDEX_SUBSCRIBERS_FILE")
-    if not file:
-        outbox = env.get("DAILY_INDEX_OUTBOX_DIR", ".data/outbox")
-        rows.append(("subscribers", None, f"no subscriber file: reports go to {outbox}/"))
-    else:
-        try:
-            loaded = load_subscribers(file)
-            problems = loaded.problems
-            detail = f"{file}: {len(loaded.subscribers)} subscribers"
-            if problems:
-                detail += f"; {len(problems)} skipped, first: {problems[0]}"
-            rows.append(("subscribers", not problems, detail))
-        except (OSError, ValueError) as exc:
-            rows.append(("subscribers", False, f"{file}: {exc}"))
-    rows.append(
-        (
-            "PDF preview",
-            True if shutil.which("pdftoppm") else None,
-            "pdftoppm found"
-            if shutil.which("pdftoppm")
-            else "pdftoppm missing (apt-get install poppler-utils): no page-1 preview",
-        )
+def _delivery_line(target: date, meta: Mapping[str, object]) -> str:
+    """The `deliver` summary: this run's sends, why the rest were skipped, the ledger."""
+    skipped = meta.get("skipped") or {}
+    ledger = meta.get("ledger_status") or {}
+    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())) or "none"
+    uncertain = int(meta.get("uncertain") or 0)
+    return (
+        f"Delivery for {target}: this run {meta.get('sent', 0)} sent, "
+        f"{meta.get('failed', 0)} failed, {meta.get('dead', 0)} dead; skipped: {reasons}. "
+        f"Ledger ({meta.get('ledger')}): {ledger.get('sent', 0)} sent, "
+        f"{ledger.get('failed', 0) - uncertain} failed, {uncertain} outcome unknown, "
+        f"{ledger.get('dead', 0)} dead, {ledger.get('pending', 0)} pending "
+        f"of {meta.get('endpoints', 0)} endpoints"
     )
-    return rows
 
 
 @main.command()
@@ -672,27 +598,53 @@ def _doctor_extras(env: Mapping[str, str]) -> list[tuple[str, bool | None, str]]
     "(these may arrive twice).",
 )
 @click.option(
+    "--include-dead",
+    is_flag=True,
+    help="With --resend-failed: also retry dead endpoints (410 Gone or out of attempts), "
+    "e.g. after fixing their URL.",
+)
+@click.option(
     "--amended",
     is_flag=True,
     help="The amended edition (sent after a partial report was completed), with its own ledger.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def deliver(day: str, resend_failed: bool, amended: bool, no_progress: bool) -> None:
-    """(Re)deliver day D's report; endpoints already served are skipped."""
+def deliver(
+    day: str, resend_failed: bool, include_dead: bool, amended: bool, no_progress: bool
+) -> None:
+    """(Re)deliver day D's report; endpoints already served are skipped.
+
+    Exit 0 when every endpoint has been sent the report; 1 while any is failed, dead,
+    of unknown outcome or pending; 2 for a bad subscriber file or setting; 3 when the
+    delivery run itself failed.
+    """
     from daily_index.definitions import build_definitions
     from daily_index.defs.automation import REPORT_TAG
     from daily_index.defs.delivery import DELIVERY_KEY
     from daily_index.defs.resources import ConfigurationError
+    from daily_index.delivery import SubscriberFileError, load_subscribers
 
+    if include_dead and not resend_failed:
+        raise click.UsageError("--include-dead goes with --resend-failed")
     target = _parse_day(day)
     try:
         job = build_definitions(environ=os.environ).resolve_job_def("daily_report_job")
+        if os.environ.get("DAILY_INDEX_SUBSCRIBERS_FILE"):
+            # The whole file is checked before any send: a bad one is a configuration error.
+            load_subscribers(os.environ["DAILY_INDEX_SUBSCRIBERS_FILE"])
+    except SubscriberFileError as exc:
+        err_console.print(f"[red]Subscriber file error:[/red] {escape(str(exc))}")
+        sys.exit(EXIT_CONFIG)
     except (ConfigurationError, RegistryError) as exc:
-        err_console.print(f"[red]Configuration error:[/red] {exc}")
+        err_console.print(f"[red]Configuration error:[/red] {escape(str(exc))}")
         sys.exit(EXIT_CONFIG)
     run_config = {
         **QUIET_RUN,
-        "ops": {"report__delivery": {"config": {"resend_failed": resend_failed}}},
+        "ops": {
+            "report__delivery": {
+                "config": {"resend_failed": resend_failed, "resend_dead": include_dead}
+            }
+        },
     }
     with _ProgressBars(not no_progress) as bars, progress.listening(bars):
         outcome = job.execute_in_process(
@@ -706,16 +658,20 @@ def deliver(day: str, resend_failed: bool, amended: bool, no_progress: bool) -> 
     if not outcome.success:
         err_console.print(f"[red]Delivery failed:[/red] {step_error(outcome)}")
         sys.exit(EXIT_FAILED)
-    sent = materialisation_metadata(outcome, DELIVERY_KEY)
-    console.print(
-        f"Delivery for {target}: {sent.get('sent', 0)} sent, {sent.get('failed', 0)} failed, "
-        f"{sent.get('dead', 0)} dead, {sent.get('already_sent', 0)} already sent "
-        f"of {sent.get('endpoints', 0)} endpoints (ledger {sent.get('ledger')})"
-    )
-    sys.exit(EXIT_PARTIAL if sent.get("failed") or sent.get("dead") else EXIT_OK)
+    meta = materialisation_metadata(outcome, DELIVERY_KEY)
+    console.print(_delivery_line(target, meta))
+    if meta.get("subscriber_problem_count"):
+        err_console.print(
+            f"[yellow]{meta['subscriber_problem_count']} subscriber entries skipped[/yellow] "
+            f"(lines {escape(str(meta.get('subscriber_problem_lines', ''))[:300])}); "
+            "`daily-index doctor` shows the first"
+        )
+    sys.exit(EXIT_PARTIAL if meta.get("unserved") else EXIT_OK)
 
 
 main.add_command(alerts)
+main.add_command(import_command)
+main.add_command(export_command)
 
 
 if __name__ == "__main__":

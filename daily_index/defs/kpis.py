@@ -27,8 +27,8 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData as TargetMaterialization,
 )
 
-from daily_index import checks, progress
-from daily_index.calendars import EXPECTED_GAP_CODES, expected_gap
+from daily_index import checks, imports, progress
+from daily_index.calendars import EXPECTED_GAP_CODES, calendar_gap, expected_gap
 from daily_index.contract import KPIDataUpdate, KPIErrorUpdate, partition_timestamp
 from daily_index.defs.partitions import daily_partitions
 from daily_index.defs.resources import KpiSourcesResource, StorageResource
@@ -73,7 +73,42 @@ def _metadata(kpi: KpiSpec, outcome: FetchOutcome) -> dict[str, object]:
         "fetched_at": dg.MetadataValue.timestamp(time.time()),
         "latency_ms": dg.MetadataValue.float(round(outcome.latency_ms, 1)),
         "trace_id": update.trace_id,
+        **{k: v for k, v in update.metadata.items() if k == imports.SHA_METADATA},
     }
+
+
+class KpiRunConfig(dg.Config):
+    """Run config of the `kpis` step; by default it fetches every day from the sources."""
+
+    import_file: str | None = None
+    """A CSV or Parquet file to take the values from instead of fetching (`daily-index
+    import`): validated, stored to the series, and each of its days in the run recorded."""
+    overwrite: bool = False
+    """With `import_file`: replace stored days whose value differs from the file's."""
+
+
+def _import_outcomes(prepared: imports.PreparedRun, kpis: list[KpiSpec]) -> list[FetchOutcome]:
+    """The import's days still to record, as the outcomes a fetch of them would have given."""
+    today = datetime.now(UTC).date()
+    imported = prepared.imported
+    return [
+        FetchOutcome(
+            request=FetchRequest(kpi, day, today, imported.trace_id, partition_timestamp(day)),
+            update=KPIDataUpdate(
+                traceId=imported.trace_id,
+                kpiId=kpi.id,
+                timestamp=partition_timestamp(day),
+                value=imported.values[kpi.id][day],
+                unit=kpi.unit,
+                source=imported.source,
+                metadata={imports.SHA_METADATA: imported.sha256},
+            ),
+            latency_ms=0.0,
+            attempts=0,
+        )
+        for kpi in kpis
+        for day in prepared.pending.get(kpi.id, [])
+    ]
 
 
 def _materializations(
@@ -88,7 +123,8 @@ def _materializations(
     if single_day:
         yield dg.MaterializeResult(asset_key=kpi_key(kpi.id), metadata=_metadata(kpi, good[0]))
         return
-    for outcome in sorted(good, key=lambda o: o.request.day):
+    for n, outcome in enumerate(sorted(good, key=lambda o: o.request.day), start=1):
+        progress.emit("record", n, len(good), kpi.id)
         yield dg.AssetMaterialization(
             asset_key=kpi_key(kpi.id),
             partition=outcome.request.day.isoformat(),
@@ -201,6 +237,7 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
     )
     def kpis_asset(
         context: dg.AssetExecutionContext,
+        config: KpiRunConfig,
         sources: KpiSourcesResource,
         storage: StorageResource,
     ) -> Iterator[
@@ -217,6 +254,9 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
             for day in days:
                 # A day outside the calendar or beyond the source's history is not asked for.
                 reason = expected_gap(kpi, day, today) if day <= today else None
+                if config.import_file:
+                    # A file may hold any past day of the calendar, whatever the source keeps.
+                    reason = calendar_gap(kpi, day)
                 if reason:
                     gaps.append(Gap(kpi, day, reason))
                     continue
@@ -256,12 +296,28 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
                 bad[outcome.request.spec.id].append(outcome)
             progress.emit("fetch", done, len(requests), outcome.request.spec.id, ok)
 
-        outcomes = fetch_all(requests, sources.settings(), on_done=on_done)
+        prepared = None
+        if config.import_file:
+            prepared = imports.prepare_run(
+                config.import_file,
+                overwrite=config.overwrite,
+                kpis=kpis,
+                selected=selected,
+                days=days,
+                series=series,
+                instance=context.instance,
+                partitions=daily_partitions,
+            )
+            outcomes = _import_outcomes(prepared, selected)
+            for outcome in outcomes:
+                on_done(outcome)
+        else:
+            outcomes = fetch_all(requests, sources.settings(), on_done=on_done)
 
         # Stored after the fetches, not while they run: writer threads competing with the
         # fetch loop for the GIL made both slower (measured: 1.75 s against 1.0 s for 200).
-        to_store = [kpi for kpi in selected if good[kpi.id]]
-        written: dict[str, dict[date, SeriesRow]] = {}
+        to_store = [kpi for kpi in selected if good[kpi.id] and prepared is None]
+        written: dict[str, dict[date, SeriesRow]] = dict(prepared.rows) if prepared else {}
         with ThreadPoolExecutor(max_workers=store.write_parallelism) as pool:
             futures = [pool.submit(_store_kpi, series, kpi, good[kpi.id]) for kpi in to_store]
             for stored, (kpi, future) in enumerate(zip(to_store, futures, strict=True), start=1):
