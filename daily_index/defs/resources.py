@@ -17,7 +17,14 @@ import dagster as dg
 from pydantic import Field
 
 from daily_index.report.analysis import ENV_API_KEY, PRESETS, LlmSettings
-from daily_index.sources.base import DEFAULT_BASE_URLS, SourceSettings
+from daily_index.sources.base import (
+    DEFAULT_BASE_URLS,
+    DEFAULT_RATE_LIMITS,
+    FETCH_BUDGET_ENV,
+    RETRY_AFTER_MAX_ENV,
+    SourceSettings,
+    rate_limit_env,
+)
 from daily_index.storage.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
 from daily_index.storage.series import KpiSeriesStore
 
@@ -69,7 +76,7 @@ class StorageResource(dg.ConfigurableResource):
 
 
 class KpiSourcesResource(dg.ConfigurableResource):
-    """How KPI values are fetched: endpoints, credentials, timeouts, concurrency."""
+    """How KPI values are fetched: endpoints, credentials, timeouts, concurrency, rates."""
 
     base_urls: dict[str, str] = Field(default_factory=dict)
     n8n_base_url: str | None = None
@@ -79,6 +86,16 @@ class KpiSourcesResource(dg.ConfigurableResource):
     timeout_s: float = 15.0
     max_attempts: int = 4
     concurrency: int = 32
+    rate_limits: dict[str, float] = Field(
+        default_factory=dict,
+        description="Requests per minute per source family (0: none), over the defaults.",
+    )
+    retry_after_max_s: float = Field(
+        default=120.0, description="Longest Retry-After honoured; a longer one fails at once."
+    )
+    fetch_budget_s: float = Field(
+        default=600.0, description="Time of a run's fetches, waits included (0: none)."
+    )
     max_response_bytes: int = Field(
         default=1_048_576, description="Largest API answer read, in bytes (decompressed)."
     )
@@ -98,6 +115,9 @@ class KpiSourcesResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s,
             max_attempts=self.max_attempts,
             concurrency=self.concurrency,
+            rate_limits={**DEFAULT_RATE_LIMITS, **self.rate_limits},
+            retry_after_max_s=self.retry_after_max_s,
+            fetch_budget_s=self.fetch_budget_s,
             max_response_bytes=self.max_response_bytes,
             max_json_depth=self.max_json_depth,
         )
@@ -211,10 +231,29 @@ def sources_from_env(environ: Mapping[str, str]) -> KpiSourcesResource:
         timeout_s=env_float(environ, "DAILY_INDEX_FETCH_TIMEOUT_S", 15.0),
         max_attempts=env_int(environ, "DAILY_INDEX_FETCH_MAX_ATTEMPTS", 4),
         concurrency=env_int(environ, "DAILY_INDEX_FETCH_CONCURRENCY", 32),
+        rate_limits=_rate_limits(environ),
+        retry_after_max_s=_non_negative(environ, RETRY_AFTER_MAX_ENV, 120.0),
+        fetch_budget_s=_non_negative(environ, FETCH_BUDGET_ENV, 600.0),
         max_response_bytes=env_int(environ, "DAILY_INDEX_MAX_RESPONSE_BYTES", 1_048_576, minimum=1),
         max_json_depth=env_int(environ, "DAILY_INDEX_MAX_JSON_DEPTH", 64, minimum=1),
         today=_env_date(environ, "DAILY_INDEX_TODAY"),
     )
+
+
+def _non_negative(environ: Mapping[str, str], name: str, default: float) -> float:
+    value = env_float(environ, name, default)
+    if value < 0:
+        raise ConfigurationError(f"{name} must be >= 0, got {value:g}")
+    return value
+
+
+def _rate_limits(environ: Mapping[str, str]) -> dict[str, float]:
+    """DAILY_INDEX_RATE_LIMIT_<FAMILY> (requests per minute, 0: none) where set."""
+    return {
+        family: _non_negative(environ, rate_limit_env(family), default)
+        for family, default in DEFAULT_RATE_LIMITS.items()
+        if environ.get(rate_limit_env(family))
+    }
 
 
 def _env_date(environ: Mapping[str, str], name: str) -> str | None:

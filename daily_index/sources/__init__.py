@@ -1,7 +1,13 @@
-"""KPI sources: fetch every KPI of a day concurrently, one outcome per request.
+"""KPI sources: fetch every KPI-day of a run concurrently, one outcome per request.
 
 `fetch_many` (async) and `fetch_all` (sync) are the entry points. A per-KPI problem never
 raises: it comes back as a `KPIErrorUpdate` in that KPI's outcome, and the others go on.
+
+The requests of one call form a batch (`sources.batch`): each KPI's days are asked for in
+as few API requests as the API allows (a range, paginated where the API caps a page), the
+same GET is sent once for every KPI-day that needs it, and each source family keeps to its
+rate limit. Every KPI-day still gets its own outcome, read from the shared answer with the
+same rules as a one-day request.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -17,6 +24,7 @@ import httpx
 from daily_index.contract import KPIDataUpdate, KPIErrorUpdate, KPIUpdate, make_error
 from daily_index.sources import alternative_me, binance, coingecko, defillama, fred, n8n
 from daily_index.sources.base import DEFAULT_BASE_URLS, FetchRequest, SourceSettings
+from daily_index.sources.batch import Batch
 from daily_index.sources.http import Http, SourceError, redact
 
 __all__ = [
@@ -51,6 +59,8 @@ class FetchOutcome:
     update: KPIDataUpdate | KPIErrorUpdate
     latency_ms: float
     attempts: int
+    # Seconds its calls waited: Retry-After, backoff between attempts, the rate limiter.
+    waited_s: float = 0.0
 
 
 def _secrets(settings: SourceSettings) -> tuple[str | None, ...]:
@@ -73,11 +83,19 @@ def _error(
 
 
 async def fetch_one(
-    request: FetchRequest, settings: SourceSettings, client: httpx.AsyncClient
+    request: FetchRequest,
+    settings: SourceSettings,
+    client: httpx.AsyncClient,
+    batch: Batch | None = None,
 ) -> FetchOutcome:
-    """Fetch one KPI-day; every failure becomes a KPIErrorUpdate (never raises)."""
+    """Fetch one KPI-day; every failure becomes a KPIErrorUpdate (never raises).
+
+    Within `batch` (default: a batch of this request alone) it shares the range requests
+    and rate limits of the other KPI-days.
+    """
     secrets = _secrets(settings)
-    http = Http(client=client, settings=settings, secrets=secrets)
+    batch = batch if batch is not None else Batch(settings, [request])
+    http = Http(client=client, settings=settings, batch=batch, secrets=secrets)
     started = time.perf_counter()
     update: KPIUpdate
     try:
@@ -107,6 +125,7 @@ async def fetch_one(
         update=update,
         latency_ms=(time.perf_counter() - started) * 1000,
         attempts=http.attempts,
+        waited_s=http.waited_s,
     )
 
 
@@ -129,46 +148,53 @@ async def fetch_many(
     *,
     client: httpx.AsyncClient | None = None,
     on_done: Callable[[FetchOutcome], None] | None = None,
+    calls: Counter[str] | None = None,
 ) -> list[FetchOutcome]:
-    """Fetch all requests concurrently (at most `settings.concurrency` at once).
+    """Fetch all requests as one batch (at most `settings.concurrency` HTTP calls at once).
 
     Args:
         requests: the KPI-days to fetch.
-        settings: base URLs, secrets, timeouts, retry policy and concurrency.
+        settings: base URLs, secrets, timeouts, retry policy, rate limits and concurrency.
         client: a client to use instead of a fresh one (left open).
         on_done: called with each outcome as it finishes, e.g. to advance a progress bar.
+        calls: if given, counts the HTTP requests sent per source family.
 
     Returns:
         One outcome per request, in the order of `requests`.
     """
-    semaphore = asyncio.Semaphore(max(1, settings.concurrency))
+    batch = Batch(settings, requests)
 
     async def run(request: FetchRequest, shared: httpx.AsyncClient) -> FetchOutcome:
-        async with semaphore:
-            outcome = await fetch_one(request, settings, shared)
+        outcome = await fetch_one(request, settings, shared, batch)
         if on_done is not None:
             on_done(outcome)
         return outcome
 
-    if client is not None:
-        return list(await asyncio.gather(*(run(r, client) for r in requests)))
-    async with make_client(settings) as own:
-        return list(await asyncio.gather(*(run(r, own) for r in requests)))
+    try:
+        if client is not None:
+            return list(await asyncio.gather(*(run(r, client) for r in requests)))
+        async with make_client(settings) as own:
+            return list(await asyncio.gather(*(run(r, own) for r in requests)))
+    finally:
+        if calls is not None:
+            calls.update(batch.calls)
 
 
 def fetch_all(
     requests: list[FetchRequest],
     settings: SourceSettings,
     on_done: Callable[[FetchOutcome], None] | None = None,
+    calls: Counter[str] | None = None,
 ) -> list[FetchOutcome]:
     """Blocking `fetch_many`, usable from any thread.
 
     A thread already running an event loop (a notebook, an async op) cannot call
     `asyncio.run`, so the batch then runs on a worker thread with its own loop.
     """
+    batch = fetch_many(requests, settings, on_done=on_done, calls=calls)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(fetch_many(requests, settings, on_done=on_done))
+        return asyncio.run(batch)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, fetch_many(requests, settings, on_done=on_done)).result()
+        return pool.submit(asyncio.run, batch).result()

@@ -19,11 +19,12 @@ FAMILY = "alternative_me"
 
 async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> KPIUpdate:
     base = settings.base_url(request.spec, FAMILY)
-    # Entries are daily and newest first: enough of them to reach back to the day, plus one
-    # in case today's is not published yet. Timestamps stay unix seconds (no date_format):
-    # they are the only format that is unambiguous.
-    limit = max((request.today - request.day).days, 0) + 2
-    body = await http.get_json(f"{base}/fng/", params={"limit": limit})
+    # Entries are daily and newest first: enough of them to reach back to the run's first
+    # day (one request for all its days), plus one in case today's is not published yet.
+    # Timestamps stay unix seconds (no date_format): the only unambiguous format.
+    first = http.batch.days_of(request)[0]
+    limit = max((request.today - min(first, request.day)).days, 0) + 2
+    body = await http.get_json(f"{base}/fng/", family=FAMILY, params={"limit": limit})
     if not isinstance(body, dict):
         raise shape_error("/fng/", "an object with 'data'", body)
     metadata = body.get("metadata")

@@ -18,6 +18,52 @@ DEFAULT_BASE_URLS: dict[str, str] = {
     "fred": "https://api.stlouisfed.org",
 }
 
+# Requests per minute per source family, shared by every KPI of that family within a run
+# (0: no limit). Each default stays within the API's own keyless (or per-key) limit:
+DEFAULT_RATE_LIMITS: dict[str, float] = {
+    # CoinGecko's keyless tier is rate limited per IP with no published figure (its docs,
+    # "Errors & Rate Limits"; long quoted as 5 to 15 calls a minute); the keyed Demo plan
+    # allows more. 10 keeps a history load within it.
+    "coingecko": 10,
+    # Binance spot: 6,000 request weight a minute per IP (exchangeInfo REQUEST_WEIGHT); a
+    # klines call of up to 1,000 rows weighs 2. 600 leaves the weight to other clients.
+    "binance_spot": 600,
+    # Binance USD-M futures: /fapi/v1/fundingRate shares 500 calls per 5 minutes per IP
+    # with /fapi/v1/fundingInfo (its endpoint documentation).
+    "binance_futures": 100,
+    # alternative.me's API page: 60 requests a minute over a 10-minute window.
+    "alternative_me": 60,
+    # DefiLlama publishes no keyless figure; a run asks for its chart once anyway.
+    "defillama_stablecoins": 60,
+    # FRED: 120 requests a minute per API key (FRED API documentation).
+    "fred": 120,
+    # Our own n8n: bounded by DAILY_INDEX_FETCH_CONCURRENCY, not by a rate.
+    "n8n": 0,
+}
+
+# How a family is named in reasons an operator reads.
+FAMILY_NAMES: dict[str, str] = {
+    "coingecko": "CoinGecko",
+    "binance_spot": "Binance",
+    "binance_futures": "Binance futures",
+    "alternative_me": "alternative.me",
+    "defillama_stablecoins": "DefiLlama",
+    "fred": "FRED",
+    "n8n": "n8n",
+}
+
+RETRY_AFTER_MAX_ENV = "DAILY_INDEX_RETRY_AFTER_MAX_S"
+FETCH_BUDGET_ENV = "DAILY_INDEX_FETCH_BUDGET_S"
+
+
+def rate_limit_env(family: str) -> str:
+    """The environment variable setting a family's requests per minute."""
+    return f"DAILY_INDEX_RATE_LIMIT_{family.upper()}"
+
+
+def family_name(family: str) -> str:
+    return FAMILY_NAMES.get(family, family)
+
 
 @dataclass(frozen=True)
 class FetchRequest:
@@ -48,6 +94,12 @@ class SourceSettings:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 10.0
     concurrency: int = 32
+    rate_limits: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    # The longest Retry-After honoured; a server asking for more fails the KPI at once.
+    retry_after_max_s: float = 120.0
+    # The whole batch's time, waits included: a wait (Retry-After, rate limit, backoff) that
+    # would end after it fails at once instead (0: no budget).
+    fetch_budget_s: float = 600.0
     # The largest answer (decompressed) read before refusing it, and the deepest nesting
     # parsed: a bigger or deeper body is a broken or hostile far end, not data.
     max_response_bytes: int = 1_048_576

@@ -4,9 +4,15 @@
 the day's 00:00 UTC from `/api/v3/klines` (spot). Today's kline is still open.
 `binance_funding` (param `symbol`): mean of the day's funding rates (every 8 h) from
 `/fapi/v1/fundingRate` (USD-M futures), times 100, i.e. percent.
+
+Both are asked for once over every day of the run (`startTime` the first day's 00:00,
+`endTime` the last day's 23:59:59.999 UTC), in pages of `PAGE_LIMIT` rows, Binance's most per
+request; each day then reads its own rows, as from a one-day answer.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from daily_index.contract import KPIUpdate
 from daily_index.sources.base import FetchRequest, SourceSettings
@@ -23,6 +29,10 @@ from daily_index.sources.http import Http, SourceError
 
 SPOT = "binance_spot"
 FUTURES = "binance_futures"
+
+PAGE_LIMIT = 1000
+# A run of 5 years needs 2 pages of klines and 6 of funding events; more means a loop.
+MAX_PAGES = 50
 
 # Column of each field in a kline row, per Binance's documented array layout.
 KLINE_FIELDS = {"open": 1, "high": 2, "low": 3, "close": 4, "volume": 5, "quote_volume": 7}
@@ -42,6 +52,50 @@ def _is_ms(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 32_503_680_000_000
 
 
+async def _pages(
+    http: Http,
+    url: str,
+    family: str,
+    params: dict[str, object],
+    time_of: Callable[[object], int | None],
+    what: tuple[str, str],
+) -> list:
+    """Every row from `startTime` to `endTime`, page after page of PAGE_LIMIT rows.
+
+    A page with fewer rows is the last; the next starts 1 ms after the last row's time.
+    """
+    rows: list = []
+    query = {**params, "limit": PAGE_LIMIT}
+    for _ in range(MAX_PAGES):
+        page = await http.get_json(url, family=family, params=query)
+        if not isinstance(page, list):
+            raise shape_error(*what, page)
+        rows.extend(page)
+        times = [t for t in (time_of(row) for row in page) if t is not None]
+        if len(page) < PAGE_LIMIT or not times or max(times) >= int(str(params["endTime"])):
+            return rows
+        query = {**query, "startTime": max(times) + 1}
+    raise SourceError(
+        f"{what[0]}: more than {MAX_PAGES} pages of {PAGE_LIMIT} rows for one run; not read "
+        "further",
+        "too_large",
+    )
+
+
+def _kline_open(row: object) -> int | None:
+    return row[0] if isinstance(row, list) and row and _is_ms(row[0]) else None
+
+
+def _funding_time(row: object) -> int | None:
+    stamp = row.get("fundingTime") if isinstance(row, dict) else None
+    return stamp if _is_ms(stamp) else None
+
+
+def _span_ms(http: Http, request: FetchRequest) -> tuple[int, int]:
+    days = http.batch.days_of(request)
+    return day_bounds_ms(min(days[0], request.day))[0], day_bounds_ms(max(days[-1], request.day))[1]
+
+
 async def fetch_kline(request: FetchRequest, settings: SourceSettings, http: Http) -> KPIUpdate:
     symbol = _symbol(request)
     field = request.spec.source.params.get("field", "close")
@@ -53,12 +107,15 @@ async def fetch_kline(request: FetchRequest, settings: SourceSettings, http: Htt
         )
     start, end = day_bounds_ms(request.day)
     base = settings.base_url(request.spec, SPOT)
-    rows = await http.get_json(
+    first, last = _span_ms(http, request)
+    rows = await _pages(
+        http,
         f"{base}/api/v3/klines",
-        params={"symbol": symbol, "interval": "1d", "startTime": start, "endTime": end},
+        SPOT,
+        {"symbol": symbol, "interval": "1d", "startTime": first, "endTime": last},
+        _kline_open,
+        ("/api/v3/klines", "a list of kline arrays"),
     )
-    if not isinstance(rows, list):
-        raise shape_error("/api/v3/klines", "a list of kline arrays", rows)
     row = next((r for r in rows if isinstance(r, list) and len(r) >= 8 and r[0] == start), None)
     if row is None:
         opens = [r[0] for r in rows if isinstance(r, list) and r and _is_ms(r[0])]
@@ -88,12 +145,15 @@ async def fetch_funding(request: FetchRequest, settings: SourceSettings, http: H
     symbol = _symbol(request)
     start, end = day_bounds_ms(request.day)
     base = settings.base_url(request.spec, FUTURES)
-    rows = await http.get_json(
+    first, last = _span_ms(http, request)
+    rows = await _pages(
+        http,
         f"{base}/fapi/v1/fundingRate",
-        params={"symbol": symbol, "startTime": start, "endTime": end, "limit": 1000},
+        FUTURES,
+        {"symbol": symbol, "startTime": first, "endTime": last},
+        _funding_time,
+        ("/fapi/v1/fundingRate", "a list of funding events"),
     )
-    if not isinstance(rows, list):
-        raise shape_error("/fapi/v1/fundingRate", "a list of funding events", rows)
     in_day = [
         r
         for r in rows

@@ -2,7 +2,8 @@
 
 `coingecko_price` (params `coin`, `vs`): today from `/simple/price` with the coin's
 `last_updated_at`, which must fall on the day; a past day from
-`/coins/{coin}/market_chart/range` (the last point inside that UTC day).
+`/coins/{coin}/market_chart/range` (the last point inside that UTC day), asked once for
+every past day of the run (from the first day's 00:00 to the last day's 23:59:59 UTC).
 `coingecko_global` (param `field`, a dotted path into `data` of `/global`): today only, and
 only when `data.updated_at` falls on the day; the keyless API keeps no history of these
 figures, so a past day is an expected gap (`no_history`).
@@ -46,6 +47,7 @@ async def fetch_price(request: FetchRequest, settings: SourceSettings, http: Htt
     if not request.is_past:
         body = await http.get_json(
             f"{base}/simple/price",
+            family=FAMILY,
             params={"ids": coin, "vs_currencies": vs, "include_last_updated_at": "true"},
         )
         if not isinstance(body, dict):
@@ -75,9 +77,15 @@ async def fetch_price(request: FetchRequest, settings: SourceSettings, http: Htt
         )
 
     start, end = day_bounds_s(request.day)
+    past = [day for day in http.batch.days_of(request) if day < request.today] or [request.day]
     body = await http.get_json(
         f"{base}/coins/{coin}/market_chart/range",
-        params={"vs_currency": vs, "from": start, "to": end},
+        family=FAMILY,
+        params={
+            "vs_currency": vs,
+            "from": day_bounds_s(past[0])[0],
+            "to": day_bounds_s(past[-1])[1],
+        },
     )
     prices = body.get("prices") if isinstance(body, dict) else None
     if not isinstance(prices, list):
@@ -134,7 +142,7 @@ async def fetch_global(request: FetchRequest, settings: SourceSettings, http: Ht
             "no_history",
         )
     base = settings.base_url(request.spec, FAMILY)
-    body = await http.get_json(f"{base}/global")
+    body = await http.get_json(f"{base}/global", family=FAMILY)
     node: Any = body.get("data") if isinstance(body, dict) else None
     if not isinstance(node, dict):
         raise shape_error("/global field 'data'", "an object", node)

@@ -1,8 +1,9 @@
 """DefiLlama stablecoins: total circulating USD-pegged supply (`/stablecoincharts/all`).
 
 The answer is the whole history, one point per UTC day stamped at 00:00 (`date`, unix
-seconds as a string). A day's value is that day's own point: today's point may not be out
-yet, and the newest one then is yesterday's, which is `stale`, never stored under today.
+seconds as a string), so a run asks for it once whatever its days. A day's value is that
+day's own point: today's point may not be out yet, and the newest one then is yesterday's,
+which is `stale`, never stored under today.
 """
 
 from __future__ import annotations
@@ -24,18 +25,12 @@ FAMILY = "defillama_stablecoins"
 
 async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> KPIUpdate:
     base = settings.base_url(request.spec, FAMILY)
-    points = await http.get_json(f"{base}/stablecoincharts/all")
+    points = await http.get_json(f"{base}/stablecoincharts/all", family=FAMILY)
     if not isinstance(points, list) or not points:
         raise shape_error("/stablecoincharts/all", "a non-empty list of daily points", points)
-    dated: list[tuple[float, dict]] = []
-    for point in points:
-        if isinstance(point, dict):
-            try:
-                stamp = number(point.get("date"), "/stablecoincharts/all 'date'")
-                utc_day(stamp)
-            except (SourceError, ValueError, OverflowError, OSError):
-                continue
-            dated.append((stamp, point))
+    # The chart is one answer for every day of the run: its dates are parsed once too (the
+    # shared answer stays alive for the batch, so its id names it).
+    dated = await http.batch.shared(("defillama_dated", id(points)), lambda: _dated(points))
     unparseable = len(points) - len(dated)
     skipped = (
         f"; {unparseable} of {len(points)} points had no valid date and were skipped"
@@ -61,6 +56,20 @@ async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> 
         exc.reason += skipped
         exc.metadata["unparseablePoints"] = unparseable
         raise
+
+
+async def _dated(points: list) -> list[tuple[float, dict]]:
+    """The points with a valid date (unix seconds), each with its stamp."""
+    dated: list[tuple[float, dict]] = []
+    for point in points:
+        if isinstance(point, dict):
+            try:
+                stamp = number(point.get("date"), "/stablecoincharts/all 'date'")
+                utc_day(stamp)
+            except (SourceError, ValueError, OverflowError, OSError):
+                continue
+            dated.append((stamp, point))
+    return dated
 
 
 def _value_of(

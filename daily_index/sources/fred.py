@@ -1,11 +1,12 @@
 """FRED (St. Louis Fed) series observations; needs an API key (`FRED_API_KEY`).
 
-A past day asks for exactly that date: "." (FRED's marker for no value, e.g. a market
-holiday) is an expected gap (`no_observation`); no row at all is a failure (`no_data`); a
-neighbour's value is never taken. Today asks for the ten days up to the day so the answer
-shows how far the series has got: FRED publishes daily series a day or more late, so its
-newest observation is usually older than today, which is `stale` (retried later), never
-stored under today's date.
+A run asks for each series once, from its first day to its last (`observation_start`,
+`observation_end`); each day then reads only its own rows. A past day reads exactly that
+date: "." (FRED's marker for no value, e.g. a market holiday) is an expected gap
+(`no_observation`); no row at all is a failure (`no_data`); a neighbour's value is never
+taken. Today reads the ten days up to the day so the answer shows how far the series has
+got: FRED publishes daily series a day or more late, so its newest observation is usually
+older than today, which is `stale` (retried later), never stored under today's date.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ FAMILY = "fred"
 TODAY_WINDOW_DAYS = 10
 
 
+def _window_start(day: date, today: date) -> date:
+    """The first date a day's answer covers: the day itself, or ten days back for today."""
+    return day if day < today else day - timedelta(TODAY_WINDOW_DAYS - 1)
+
+
 async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> KPIUpdate:
     series_id = request.spec.source.params.get("series_id")
     if not isinstance(series_id, str) or not series_id:
@@ -33,16 +39,21 @@ async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> 
             "FRED needs an API key: set FRED_API_KEY (free at fred.stlouisfed.org)",
             "missing_secret",
         )
-    first = request.day if request.is_past else request.day - timedelta(TODAY_WINDOW_DAYS - 1)
+    first = _window_start(request.day, request.today)
+    days = http.batch.days_of(request)
     base = settings.base_url(request.spec, FAMILY)
+    # One request for the series over every day of the run; each day reads its own window.
     body = await http.get_json(
         f"{base}/fred/series/observations",
+        family=FAMILY,
         params={
             "series_id": series_id,
             "api_key": settings.fred_api_key,
             "file_type": "json",
-            "observation_start": first.isoformat(),
-            "observation_end": request.day.isoformat(),
+            "observation_start": min(
+                first, *(_window_start(d, request.today) for d in days)
+            ).isoformat(),
+            "observation_end": max(request.day, days[-1]).isoformat(),
         },
     )
     observations = body.get("observations") if isinstance(body, dict) else None

@@ -1,9 +1,16 @@
 """The one HTTP call every source makes: timeouts, bounded retries, readable failures.
 
 Retries (exponential backoff with jitter, via tenacity) cover what a second try can fix:
-connection errors, timeouts, 5xx and 429. A 429 or 503 carrying `Retry-After` waits what the
-server asked, capped by `settings.backoff_max_s`. Other 4xx fail at once: asking again with
-the same request gets the same answer.
+connection errors, timeouts, 5xx and 429. A 429 or 5xx carrying `Retry-After` waits what the
+server asked, and holds the source's other requests as long; a server asking for more than
+`settings.retry_after_max_s`, or for more than is left of the batch's fetch budget, fails at
+once with a reason naming the wait. Other 4xx fail at once: asking again with the same
+request gets the same answer.
+
+Every attempt first passes its source family's rate limiter and then the batch's
+concurrency bound. Identical GETs of one batch are sent once and their answer shared
+(`Batch.shared`); the decoded JSON is then read by several KPI-days, so sources never
+modify it.
 
 Bodies are read as a stream and refused past `settings.max_response_bytes`, decoded strictly
 as UTF-8 (JSON's only encoding on the wire, RFC 8259), and their nesting depth is checked
@@ -15,6 +22,7 @@ string, where API keys live) and what went wrong, in words an operator can act o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass, field
@@ -31,7 +39,13 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from daily_index.sources.base import SourceSettings
+from daily_index.sources.base import (
+    FETCH_BUDGET_ENV,
+    RETRY_AFTER_MAX_ENV,
+    SourceSettings,
+    family_name,
+)
+from daily_index.sources.batch import Batch, BudgetExceeded
 
 _API_KEY_RE = re.compile(r"(api_key=)[^&\s'\"]*", re.IGNORECASE)
 # A JSON string literal (unrolled loop: no backtracking), dropped before counting brackets.
@@ -56,6 +70,26 @@ class SourceError(Exception):
         self.code = code
         self.retryable = retryable
         self.metadata = metadata
+        # HTTP attempts and seconds waited before this failure (KPI-days may share them).
+        self.attempts = 0
+        self.waited_s = 0.0
+
+    def copy(self) -> SourceError:
+        """A fresh instance, so one KPI-day's edits never reach another's error."""
+        twin = SourceError(self.reason, self.code, retryable=self.retryable, **self.metadata)
+        twin.attempts = self.attempts
+        twin.waited_s = self.waited_s
+        return twin
+
+
+class _Attempts(Exception):
+    """A call's final SourceError with the attempts and waits it took (internal to `Http`)."""
+
+    def __init__(self, tries: int, waited_s: float, error: SourceError) -> None:
+        super().__init__(error.reason)
+        self.tries = tries
+        self.waited_s = waited_s
+        self.error = error
 
 
 class _RetryableError(Exception):
@@ -216,7 +250,10 @@ def _api_message(body: bytes) -> str:
 
 
 class _WaitRetryAfter(wait_base):
-    """Honour the server's Retry-After when it sent one, else exponential backoff + jitter."""
+    """Wait what the server's Retry-After asked, else exponential backoff with jitter.
+
+    A Retry-After beyond the cap or the budget never gets here: it failed the call at once.
+    """
 
     def __init__(self, settings: SourceSettings) -> None:
         self._max = settings.backoff_max_s
@@ -232,47 +269,111 @@ class _WaitRetryAfter(wait_base):
         if isinstance(exc, _RetryableError) and exc.response is not None:
             asked = retry_after_s(exc.response)
             if asked is not None:
-                return min(asked, self._max)
+                return asked
         return min(self._backoff(retry_state), self._max)
+
+
+def _wait_text(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds >= 1 else f"{seconds:.1f} s"
 
 
 @dataclass
 class Http:
-    """One KPI's HTTP calls on the batch's shared client; counts the attempts made."""
+    """One KPI-day's HTTP calls on the batch's shared client.
+
+    Counts the attempts made and the seconds waited (Retry-After, backoff, rate limit) by
+    the calls this KPI-day used, shared ones included.
+    """
 
     client: httpx.AsyncClient
     settings: SourceSettings
+    batch: Batch
     attempts: int = 0
+    waited_s: float = 0.0
     secrets: tuple[str | None, ...] = field(default=())
 
     async def get_json(
         self,
         url: str,
         *,
+        family: str,
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
-        return await self.request_json("GET", url, params=params, headers=headers)
+        """GET a JSON answer, sent once per batch for the same URL, query and headers."""
+        key = (
+            "GET",
+            url,
+            tuple(sorted((name, str(value)) for name, value in (params or {}).items())),
+            tuple(sorted((headers or {}).items())),
+        )
+        try:
+            body, attempts, waited_s = await self.batch.shared(
+                key,
+                lambda: self._call("GET", url, family=family, params=params, headers=headers),
+            )
+        except SourceError as exc:
+            self.attempts += exc.attempts
+            self.waited_s += exc.waited_s
+            raise exc.copy() from None
+        self.attempts += attempts
+        self.waited_s += waited_s
+        return body
 
-    async def post_json(self, url: str, body: Any, *, headers: dict[str, str] | None = None) -> Any:
-        return await self.request_json("POST", url, json_body=body, headers=headers)
+    async def post_json(
+        self, url: str, body: Any, *, family: str, headers: dict[str, str] | None = None
+    ) -> Any:
+        """POST a JSON body (never shared: each trigger is its own)."""
+        try:
+            answer, attempts, waited_s = await self._call(
+                "POST", url, family=family, json_body=body, headers=headers
+            )
+        except SourceError as exc:
+            self.attempts += exc.attempts
+            self.waited_s += exc.waited_s
+            raise
+        self.attempts += attempts
+        self.waited_s += waited_s
+        return answer
 
-    async def request_json(
+    async def _call(
         self,
         method: str,
         url: str,
         *,
+        family: str,
         params: dict[str, Any] | None = None,
         json_body: Any = None,
         headers: dict[str, str] | None = None,
-    ) -> Any:
-        """Call the endpoint with retries and return the decoded JSON body.
+    ) -> tuple[Any, int, float]:
+        """Call the endpoint with retries: the decoded JSON body, attempts, seconds waited.
 
         Raises:
             SourceError: the call failed for good (after retries where they make sense), or
-                the body is not JSON.
+                the body is not JSON; its `attempts` and `waited_s` say what it cost.
         """
+        try:
+            return await self._request_json(
+                method, url, family, params=params, json_body=json_body, headers=headers
+            )
+        except _Attempts as counted:
+            counted.error.attempts = counted.tries
+            counted.error.waited_s = counted.waited_s
+            raise counted.error from None
+
+    async def _request_json(
+        self,
+        method: str,
+        url: str,
+        family: str,
+        *,
+        params: dict[str, Any] | None,
+        json_body: Any,
+        headers: dict[str, str] | None,
+    ) -> tuple[Any, int, float]:
         settings = self.settings
+        batch = self.batch
+        limiter = batch.limiter(family)
         # The per-attempt timeout comes from our settings even on a caller's client.
         request = self.client.build_request(
             method,
@@ -283,16 +384,31 @@ class Http:
             timeout=httpx.Timeout(settings.timeout_s),
         )
         place = where(request.url)
-        attempts_before = self.attempts
+        tries = 0
+        waited = 0.0
+
+        async def sleep(seconds: float) -> None:
+            nonlocal waited
+            waited += seconds
+            await asyncio.sleep(seconds)
 
         async def attempt() -> tuple[httpx.Response, bytes]:
-            self.attempts += 1
+            nonlocal tries, waited
             try:
-                response = await self.client.send(request, stream=True)
-                try:
-                    body = await self._read_capped(response, place)
-                finally:
-                    await response.aclose()
+                waited += await limiter.acquire(batch.deadline)
+            except BudgetExceeded as exc:
+                raise SourceError(
+                    exc.reason, "budget_exceeded", retryable=True, waitS=round(exc.wait_s, 1)
+                ) from None
+            tries += 1
+            batch.calls[family] += 1
+            try:
+                async with batch.semaphore:
+                    response = await self.client.send(request, stream=True)
+                    try:
+                        body = await self._read_capped(response, place)
+                    finally:
+                        await response.aclose()
             except httpx.TimeoutException as exc:
                 raise _RetryableError("timeout", detail=type(exc).__name__) from None
             except httpx.DecodingError as exc:
@@ -306,21 +422,64 @@ class Http:
                 detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 raise _RetryableError("connection", detail=detail) from None
             if response.status_code == 429 or response.status_code >= 500:
+                asked = retry_after_s(response)
+                if asked is not None:
+                    self._refuse_long_wait(asked, family, place, response.status_code)
+                    limiter.pause(asked)
                 raise _RetryableError("status", response=response, body=body)
             return response, body
 
+        def past_budget(retry_state: Any) -> bool:
+            left = batch.left_s()
+            return left is not None and retry_state.upcoming_sleep > left
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(max(1, settings.max_attempts)),
+            stop=stop_after_attempt(max(1, settings.max_attempts)) | past_budget,
             wait=_WaitRetryAfter(settings),
             retry=retry_if_exception(lambda exc: isinstance(exc, _RetryableError)),
+            sleep=sleep,
             reraise=True,
         )
         try:
             response, body = await retrying(attempt)
         except _RetryableError as exc:
-            tries = self.attempts - attempts_before
-            raise self._final_error(exc, place, tries) from None
+            raise _Attempts(tries, waited, self._final_error(exc, place, tries)) from None
+        except SourceError as exc:
+            raise _Attempts(tries, waited, exc) from None
+        try:
+            return self._decode(response, body, place), tries, waited
+        except SourceError as exc:
+            raise _Attempts(tries, waited, exc) from None
 
+    def _refuse_long_wait(self, asked: float, family: str, place: str, status: int) -> None:
+        """Fail at once when the server asks for a wait beyond the cap or the budget.
+
+        Raises:
+            SourceError: `rate_limited`, naming the wait asked for and the limit it passes.
+        """
+        cap = self.settings.retry_after_max_s
+        wait = _wait_text(asked)
+        left = self.batch.left_s()
+        if asked > cap:
+            limit = f"more than {RETRY_AFTER_MAX_ENV}={cap:g}"
+        elif left is not None and asked > left:
+            limit = (
+                f"more than the {_wait_text(max(left, 0.0))} left of the fetch budget "
+                f"({FETCH_BUDGET_ENV}={self.settings.fetch_budget_s:g})"
+            )
+        else:
+            return
+        raise SourceError(
+            f"{family_name(family)} asked to wait {wait} (Retry-After), {limit}; HTTP {status} "
+            f"from {place}, not retried",
+            "rate_limited",
+            retryable=True,
+            status=status,
+            retryAfterS=round(asked, 1),
+        )
+
+    def _decode(self, response: httpx.Response, body: bytes, place: str) -> Any:
+        settings = self.settings
         if response.status_code >= 400:
             message = redact(_api_message(body), self.secrets)
             raise SourceError(
@@ -379,6 +538,11 @@ class Http:
 
     def _final_error(self, exc: _RetryableError, place: str, tries: int) -> SourceError:
         plural = "attempt" if tries == 1 else "attempts"
+        if tries < self.settings.max_attempts:
+            plural += (
+                f"; no more: the next wait would pass the fetch budget ({FETCH_BUDGET_ENV}="
+                f"{self.settings.fetch_budget_s:g})"
+            )
         if exc.kind == "timeout":
             return SourceError(
                 f"timed out after {_seconds(self.settings.timeout_s)} waiting for {place} "

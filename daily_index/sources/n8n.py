@@ -48,7 +48,10 @@ async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> 
     if settings.n8n_auth_header and settings.n8n_auth_value:
         headers[settings.n8n_auth_header] = settings.n8n_auth_value
     body = await http.post_json(
-        f"{base}/webhook/{webhook.lstrip('/')}", trigger_for(request).to_wire(), headers=headers
+        f"{base}/webhook/{webhook.lstrip('/')}",
+        trigger_for(request).to_wire(),
+        family="n8n",
+        headers=headers,
     )
     update = parse_update(
         body,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
-import time
 
 import httpx
 
@@ -14,6 +13,7 @@ from daily_index.replay import DEMO_DAY, Fault
 from daily_index.sources import FetchOutcome, fetch_all, fetch_many
 from daily_index_tests.sources.support import request, spec
 
+WEBHOOK = "/n8n/webhook/kpi/usdt-dominance"
 ALL_KPIS = [
     "btc_price",
     "eth_price",
@@ -28,19 +28,26 @@ ALL_KPIS = [
 
 
 def test_100_fetches_are_bounded_by_concurrency(settings, server):
+    """n8n triggers are never shared: 100 of them are 100 POSTs, at most 8 in flight."""
     server.latency_s = 0.05
     bounded = dataclasses.replace(settings, concurrency=8)
-    requests = [request("btc_price", trace=f"t-{i}") for i in range(100)]
+    requests = [request("usdt_dominance", trace=f"t-{i}") for i in range(100)]
     seen: list[FetchOutcome] = []
-    started = time.monotonic()
     outcomes = fetch_all(requests, bounded, on_done=seen.append)
-    elapsed = time.monotonic() - started
-    assert all(isinstance(o.update, KPIDataUpdate) for o in outcomes)
+    assert all(isinstance(o.update, KPIDataUpdate) for o in outcomes), outcomes[0].update
     assert [o.update.trace_id for o in outcomes] == [f"t-{i}" for i in range(100)]
     assert len(seen) == 100 and {o.update.trace_id for o in seen} == {f"t-{i}" for i in range(100)}
+    assert server.hits[WEBHOOK] == 100
     assert 4 <= server.max_in_flight <= 8
-    assert elapsed >= 100 / 8 * 0.05 * 0.9
     assert all(o.latency_ms >= 50 for o in outcomes)
+
+
+def test_the_same_get_of_100_kpi_days_is_sent_once(settings, server):
+    requests = [request("btc_price", trace=f"t-{i}") for i in range(100)]
+    outcomes = fetch_all(requests, settings)
+    assert all(isinstance(o.update, KPIDataUpdate) for o in outcomes)
+    assert [o.update.trace_id for o in outcomes] == [f"t-{i}" for i in range(100)]
+    assert sum(server.hits.values()) == 1
 
 
 def test_one_failure_does_not_affect_the_others(settings, server):
