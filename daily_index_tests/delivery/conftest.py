@@ -20,11 +20,18 @@ PDF_BYTES = b"%PDF-1.4\n% daily index test report\n" + bytes(range(256)) * 8
 
 
 class Receiver:
-    """Records every request by path. `/fail/...` answers 500, `/slow/...` waits 0.3 s."""
+    """Records every request by path, then answers by the path's first segment.
+
+    `/fail/...` 500, `/gone/...` 410, `/slow/...` after 0.3 s, `/stall/...` after 2.5 s
+    (past a client's `rto=1`), `/hang/...` only once `release` is set (or after 60 s);
+    anything else 200. `hanging` counts requests held at `/hang/` right now.
+    """
 
     def __init__(self) -> None:
         self.requests: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
         self.lock = threading.Lock()
+        self.release = threading.Event()
+        self.hanging = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,9 +42,21 @@ class Receiver:
                     receiver.requests[path].append((self.headers.get("Content-Type", ""), body))
                 if path.startswith("/slow/"):
                     time.sleep(0.3)
-                self.send_response(500 if path.startswith("/fail/") else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                elif path.startswith("/stall/"):
+                    time.sleep(2.5)
+                elif path.startswith("/hang/"):
+                    with receiver.lock:
+                        receiver.hanging += 1
+                    receiver.release.wait(60)
+                    with receiver.lock:
+                        receiver.hanging -= 1
+                status = {"/fail/": 500, "/gone/": 410}.get(path[: path.find("/", 1) + 1], 200)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except OSError:
+                    pass  # the client gave up (a killed sender, a read timeout)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -84,6 +103,7 @@ class Mailbox:
 def receiver() -> Iterator[Receiver]:
     rec = Receiver()
     yield rec
+    rec.release.set()
     rec.server.shutdown()
     rec.server.server_close()
 
