@@ -1,11 +1,20 @@
 from __future__ import annotations
 
+import codecs
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from daily_index.delivery import load_subscribers, redact_url
+from daily_index.delivery import (
+    SubscriberFileError,
+    load_subscribers,
+    problems_message,
+    problems_summary,
+    redact_url,
+)
+from daily_index.delivery.subscribers import line_ranges
 
 SECRET = "hunter2secret"
 
@@ -106,7 +115,88 @@ def test_yaml_top_level_list_and_broken_yaml(tmp_path: Path) -> None:
         ),
         ("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ", "TIiajkdnlazkcOXrIdevi7FQ"),
         (f"weird://x:{SECRET}@host", SECRET),
+        (f"json://hooks.example.org/x?+X-Api-Key={SECRET}", SECRET),
+        (f"form://hooks.example.org/x?+Authorization=Bearer%20{SECRET}", SECRET),
+        (f"json://hooks.example.org/x?token={SECRET}", SECRET),
+        (f"json://hooks.example.org/x?-api_key={SECRET}", SECRET),
     ],
 )
 def test_redact_url_hides_secrets(url: str, secret: str) -> None:
     assert secret not in redact_url(url)
+
+
+CSV = "id,name,urls\nalice,Alice Müller,json://hooks.example.org/a\nbob,Bob,json://hooks.example.org/b\n"
+YAML = "subscribers:\n  - id: alice\n    name: Alice Müller\n    url: json://hooks.example.org/a\n"
+
+
+@pytest.mark.parametrize("name, text", [("subs.csv", CSV), ("subs.yaml", YAML)])
+@pytest.mark.parametrize("bom", [b"", codecs.BOM_UTF8])
+def test_utf8_with_or_without_bom_loads(tmp_path: Path, name: str, text: str, bom: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(bom + text.encode("utf-8"))
+    loaded = load_subscribers(path)
+    assert loaded.subscribers[0].id == "alice" and loaded.subscribers[0].name == "Alice Müller"
+    assert not loaded.problems
+
+
+@pytest.mark.parametrize("name, text", [("subs.csv", CSV), ("subs.yaml", YAML)])
+@pytest.mark.parametrize(
+    "encode, problem",
+    [
+        (lambda t: t.encode("utf-16"), "UTF-16 (little-endian, with a byte-order mark)"),
+        (lambda t: t.encode("utf-16-le"), "UTF-16 without a byte-order mark"),
+        (lambda t: t.encode("latin-1"), "not UTF-8: byte 0xfc at line"),
+        (lambda t: b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), "binary"),
+    ],
+)
+def test_other_encodings_are_refused_naming_file_and_problem(
+    tmp_path: Path, name: str, text: str, encode, problem: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(encode(text))
+    with pytest.raises(SubscriberFileError) as info:
+        load_subscribers(path)
+    assert str(path) in str(info.value) and problem in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "header, missing",
+    [("id,urls", "'name'"), ("id,name", "'urls' or 'url'"), ("name,url", "'id'")],
+)
+def test_csv_without_a_required_column_is_an_error(tmp_path: Path, header, missing) -> None:
+    path = tmp_path / "subs.csv"
+    path.write_text(f"{header}\na,json://hooks.example.org/a\n", encoding="utf-8")
+    with pytest.raises(SubscriberFileError, match=f"no {re.escape(missing)} column"):
+        load_subscribers(path)
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("subs.csv", "id,name,urls\n"),
+        ("subs.csv", "id,name,urls\na,,json://h.example.org/a\nb,B,nosuch://x\n"),
+        ("subs.yaml", "subscribers: []\n"),
+        ("subs.yaml", ""),
+    ],
+)
+def test_a_file_with_no_usable_subscriber_is_an_error(tmp_path: Path, name, text) -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SubscriberFileError, match="no usable subscriber"):
+        load_subscribers(path)
+
+
+def test_problems_summary_lists_twenty_and_every_line(tmp_path: Path) -> None:
+    rows = ["id,name,urls", "good,Good,json://h.example.org/g"]
+    rows += [f"bad{i},,json://h.example.org/{i}" for i in range(500)]
+    path = tmp_path / "subs.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    loaded = load_subscribers(path)
+    summary = problems_summary(loaded.problems)
+    assert summary["count"] == 500 and len(summary["first"]) == 20
+    assert summary["lines"] == "3-502"
+    assert summary["first"][0] == "line 3 (bad0): missing field(s): name"
+    message = problems_message(loaded.problems, file=path)
+    assert "500 subscriber entries of subs.csv skipped (lines 3-502)" in message
+    assert "... and 480 more" in message
+    assert line_ranges([9, 3, 4, 5, 7, 12, 11]) == "3-5, 7, 9, 11-12"
