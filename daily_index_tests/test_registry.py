@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+
 import pytest
 import yaml
 
@@ -191,3 +193,32 @@ def test_calendar_as_string_or_mapping(calendar, kind, weekday):
 def test_unknown_calendar_names_the_field():
     with pytest.raises(RegistryError, match=r"KPI 'btc_price', field 'calendar.kind'"):
         parse_registry(registry_text(kpi(calendar="hourly")), source="kpis.yaml")
+
+
+NAMED = registry_text(kpi(name="Bitcoin price — spot, €-free"))
+
+
+@pytest.mark.parametrize("bom", [b"", codecs.BOM_UTF8])
+def test_utf8_registry_with_or_without_bom_loads(tmp_path, bom):
+    path = tmp_path / "kpis.yaml"
+    path.write_bytes(bom + NAMED.encode("utf-8"))
+    assert load_registry(path).get("btc_price").name == "Bitcoin price — spot, €-free"
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (NAMED.encode("utf-16"), "UTF-16 (little-endian, with a byte-order mark)"),
+        (NAMED.encode("utf-16-be"), "UTF-16 without a byte-order mark"),
+        (NAMED.encode("utf-32"), "UTF-32"),
+        ("version: 1\nkpis: []\n# café\n".encode("latin-1"), "byte 0xe9 at line 3, column 6"),
+        (bytes(range(256)) * 4, "binary"),
+    ],
+)
+def test_registry_in_another_encoding_names_file_and_problem(tmp_path, data, problem):
+    path = tmp_path / "kpis.yaml"
+    path.write_bytes(data)
+    with pytest.raises(RegistryError) as info:
+        load_registry(path)
+    assert str(path) in str(info.value) and problem in str(info.value)
+    assert "UTF-8" in str(info.value) or "binary" in str(info.value)
