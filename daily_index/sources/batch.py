@@ -72,10 +72,10 @@ class RateLimiter:
         window = 60.0
         while self._granted and self._granted[0] <= now - window:
             self._granted.popleft()
-        if self.per_minute > 0 and len(self._granted) >= self.per_minute:
-            # The oldest grant still in the window must leave it first.
-            index = len(self._granted) - int(self.per_minute)
-            wait = max(wait, self._granted[index] + window - now)
+        allowed = max(1, int(self.per_minute))
+        if self.per_minute > 0 and len(self._granted) >= allowed:
+            # Enough grants must leave the window to make room for one more.
+            wait = max(wait, self._granted[len(self._granted) - allowed] + window - now)
         return wait
 
     async def acquire(self, deadline: float | None = None) -> float:
@@ -88,12 +88,17 @@ class RateLimiter:
             now = self._clock()
             wait = self._wait_needed(now)
             if wait > 0 and deadline is not None and now + wait > deadline:
-                rate = f"{self.per_minute:g} requests/minute" if self.per_minute > 0 else ""
-                why = f"its rate limit ({rate}, {rate_limit_env(self.family)})" if rate else ""
+                name = family_name(self.family)
+                if now < self._held_until:
+                    why = f"{name} asked to pause (Retry-After): the next request waits"
+                else:
+                    why = (
+                        f"{name}'s rate limit ({self.per_minute:g} requests/minute, "
+                        f"{rate_limit_env(self.family)}) makes the next request wait"
+                    )
                 raise BudgetExceeded(
-                    f"{family_name(self.family)} {why or 'asked to pause'} needs a wait of "
-                    f"{_seconds(wait)}, more than the {_seconds(max(0.0, deadline - now))} "
-                    f"left of the fetch budget ({FETCH_BUDGET_ENV})",
+                    f"{why} {_seconds(wait)}, more than the {_seconds(max(0.0, deadline - now))} "
+                    f"left of the fetch budget ({FETCH_BUDGET_ENV}); not sent",
                     wait,
                 )
             if wait > 0:
