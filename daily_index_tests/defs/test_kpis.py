@@ -1,6 +1,7 @@
 """The KPI multi-asset through dg.materialize against the replay server and real storage."""
 
 import json
+from collections import Counter
 from datetime import timedelta
 
 import dagster as dg
@@ -149,6 +150,35 @@ def test_a_range_of_days_in_one_run_stores_each_days_own_value(sources, tmp_path
     assert sorted(m.partition for m in events) == [d.isoformat() for d in frame["date"]]
     by_day = {m.partition: m.metadata["value"].value for m in events}
     assert by_day == {d.isoformat(): v for d, v in zip(frame["date"], frame["value"], strict=True)}
+
+
+def test_a_30_day_range_asks_each_api_for_the_range_once(replay, sources, tmp_path):
+    """A backfill of 30 days: one request per KPI and endpoint, every day its own value."""
+    storage = StorageResource(local_dir=str(tmp_path))
+    instance = dg.DagsterInstance.ephemeral()
+    first, last = DEMO_DAY - timedelta(days=29), DEMO_DAY
+    api_kpis = [k for k in KPIS if k.source.kind != "n8n"]
+    result = _run(
+        sources,
+        storage,
+        selection=[kpi_key(k.id) for k in api_kpis],
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        },
+    )
+    assert result.success
+    paths = Counter(r.path for r in replay.requests)
+    assert paths["/defillama_stablecoins/stablecoincharts/all"] == 1
+    assert paths["/coingecko/api/v3/global"] == 1  # three KPIs, today only
+    assert paths["/binance_spot/api/v3/klines"] == 1  # two KPIs on BTCUSDT
+    assert paths["/fred/fred/series/observations"] == 3  # one per series
+    assert len(replay.requests) <= 2 * len(api_kpis)
+    series = KpiSeriesStore(LocalObjectStore(tmp_path))
+    frame = series.read("btc_close_binance")
+    assert len(frame) == 30 and frame["value"].nunique() == 30
+    assert len(instance.get_materialized_partitions(kpi_key("btc_close_binance"))) == 30
 
 
 def test_a_range_leaves_days_without_a_value_unmaterialised(sources, tmp_path):
