@@ -60,6 +60,33 @@ def price(base: float, seconds: float) -> float:
     return round(base * (1 + 0.1 * math.sin(seconds / DAY_S / 9)) + seconds % DAY_S / 3600, 6)
 
 
+def requests_of(kpi: Any, log: list[tuple[str, dict[str, str]]]) -> int:
+    """How many logged requests a KPI needed (a shared one counts for each KPI reading it)."""
+    params = kpi.source.params
+    kind = kpi.source.kind
+
+    def wanted(path: str, query: dict[str, str]) -> bool:
+        if kind == "coingecko_price":
+            coin, vs = params["coin"], params["vs"]
+            chart = f"/coins/{coin}/" in path and query.get("vs_currency") == vs
+            live = path.endswith("/simple/price") and (query.get("ids"), query.get("vs_currencies"))
+            return chart or live == (coin, vs)
+        if kind == "coingecko_global":
+            return path.endswith("/global")
+        if kind in ("binance_kline", "binance_funding"):
+            endpoint = "/klines" if kind == "binance_kline" else "/fundingRate"
+            return path.endswith(endpoint) and query.get("symbol") == params["symbol"]
+        if kind == "fred":
+            return path.endswith("/observations") and query.get("series_id") == params["series_id"]
+        if kind == "alternative_me_fng":
+            return path.endswith("/fng/")
+        if kind == "defillama_stablecoins":
+            return path.endswith("/stablecoincharts/all")
+        return False
+
+    return sum(1 for path, query in log if wanted(path, query))
+
+
 @dataclass
 class Imitations:
     """The imitation APIs on one ApiServer; `today` is the imitations' present."""

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections import Counter
 from datetime import date, datetime, timedelta
 
 import pytest
 
 from daily_index.calendars import EXPECTED_GAP_CODES, expected_gap
 from daily_index.contract import KPIDataUpdate, KPIErrorUpdate, partition_timestamp
+from daily_index.defs.resources import ConfigurationError, sources_from_env
 from daily_index.registry import load_registry
 from daily_index.replay import DEMO_DAY, Fault
 from daily_index.sources import FetchOutcome, FetchRequest, SourceSettings, fetch_all
@@ -27,6 +27,7 @@ from daily_index_tests.sources.imitations import (
     SYMBOLS,
     Imitations,
     price,
+    requests_of,
     unix,
 )
 from daily_index_tests.sources.support import FRED_KEY, request
@@ -60,41 +61,7 @@ def history(days: int, kpis=KPIS) -> list[FetchRequest]:
 
 
 def requests_per_kpi(apis: Imitations) -> dict[str, int]:
-    """Requests each KPI needed, read from the server log (shared ones count for each)."""
-    paths = Counter(path for path, _ in apis.requests)
-    needed: dict[str, int] = {}
-    for kpi in KPIS:
-        params = kpi.source.params
-        if kpi.source.kind == "coingecko_price":
-            parts = [f"/coins/{params['coin']}/", "/simple/price"]
-            needed[kpi.id] = sum(
-                1
-                for path, query in apis.requests
-                if (parts[0] in path and query.get("vs_currency") == params["vs"])
-                or (
-                    parts[1] in path
-                    and query.get("ids") == params["coin"]
-                    and query.get("vs_currencies") == params["vs"]
-                )
-            )
-        elif kpi.source.kind == "coingecko_global":
-            needed[kpi.id] = paths["/coingecko/api/v3/global"]
-        elif kpi.source.kind in ("binance_kline", "binance_funding"):
-            endpoint = "klines" if kpi.source.kind == "binance_kline" else "fundingRate"
-            needed[kpi.id] = sum(
-                1
-                for path, query in apis.requests
-                if path.endswith(endpoint) and query.get("symbol") == params["symbol"]
-            )
-        elif kpi.source.kind == "fred":
-            needed[kpi.id] = sum(
-                1 for _, query in apis.requests if query.get("series_id") == params["series_id"]
-            )
-        elif kpi.source.kind == "alternative_me_fng":
-            needed[kpi.id] = apis.count("/fng/")
-        elif kpi.source.kind == "defillama_stablecoins":
-            needed[kpi.id] = apis.count("/stablecoincharts/all")
-    return needed
+    return {kpi.id: requests_of(kpi, apis.requests) for kpi in KPIS}
 
 
 def by_kpi_day(outcomes: list[FetchOutcome]) -> dict[tuple[str, date], FetchOutcome]:
@@ -272,3 +239,34 @@ def test_a_429_on_a_range_request_fails_its_days_once_and_spares_the_others(sett
     assert server.hits["/coingecko/api/v3/coins/bitcoin/market_chart/range"] == 1
     closes = [o.update for o in outcomes if o.request.spec.id == "btc_close_binance"]
     assert all(isinstance(u, KPIDataUpdate) for u in closes)
+
+
+def test_rate_limits_retry_after_cap_and_budget_come_from_the_environment():
+    default = sources_from_env({}).settings()
+    assert default.rate_limits["coingecko"] == 10 and default.rate_limits["n8n"] == 0
+    assert (default.retry_after_max_s, default.fetch_budget_s) == (120, 600)
+    chosen = sources_from_env(
+        {
+            "DAILY_INDEX_RATE_LIMIT_COINGECKO": "25",
+            "DAILY_INDEX_RATE_LIMIT_BINANCE_FUTURES": "0",
+            "DAILY_INDEX_RETRY_AFTER_MAX_S": "30",
+            "DAILY_INDEX_FETCH_BUDGET_S": "90",
+        }
+    ).settings()
+    assert chosen.rate_limits["coingecko"] == 25 and chosen.rate_limits["binance_futures"] == 0
+    assert chosen.rate_limits["fred"] == 120
+    assert (chosen.retry_after_max_s, chosen.fetch_budget_s) == (30, 90)
+
+
+@pytest.mark.parametrize(
+    "name, raw, problem",
+    [
+        ("DAILY_INDEX_RATE_LIMIT_FRED", "fast", "a number"),
+        ("DAILY_INDEX_RATE_LIMIT_COINGECKO", "-1", ">= 0"),
+        ("DAILY_INDEX_RETRY_AFTER_MAX_S", "-5", ">= 0"),
+        ("DAILY_INDEX_FETCH_BUDGET_S", "soon", "a number"),
+    ],
+)
+def test_a_bad_rate_or_wait_setting_is_a_configuration_error(name, raw, problem):
+    with pytest.raises(ConfigurationError, match=f"{name} must be {problem}"):
+        sources_from_env({name: raw})
