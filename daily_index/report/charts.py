@@ -177,7 +177,11 @@ class _ChartPainter:
             ax.spines[side].set_color("#cbd2d9")
         ax.grid(axis="y", color="#e4e7eb", linewidth=0.6)
         ax.set_axisbelow(True)
-        self.title = ax.set_title("", loc="left", fontsize=10, color=INK, fontweight="bold")
+        # KPI names and units are shown as written: `Cost $alpha$` must never reach the
+        # mathtext parser, which fails the whole report or renders something else.
+        self.title = ax.set_title(
+            "", loc="left", fontsize=10, color=INK, fontweight="bold", parse_math=False
+        )
         (self.line,) = ax.plot([], [], color=ACCENT, linewidth=1.6, solid_capstyle="round")
         (self.dots,) = ax.plot([], [], linestyle="none", marker="o", markersize=2.5, color=ACCENT)
         (self.last,) = ax.plot([], [], linestyle="none", marker="o", markersize=4.5, color=ACCENT)
@@ -294,6 +298,7 @@ class _ChartPainter:
                     ax.annotate(
                         f"{label} {format_value(level, job.unit)}",
                         (0.0, level),
+                        parse_math=False,
                         xycoords=("axes fraction", "data"),
                         xytext=(3, 1.5),
                         textcoords="offset points",
@@ -317,6 +322,7 @@ class _ChartPainter:
                         1.01,
                         1.0 if above else 0.0,
                         f"{label} {format_value(level, job.unit)} {'↑' if above else '↓'}",
+                        parse_math=False,
                         transform=ax.transAxes,
                         va="top" if above else "bottom",
                         fontsize=7,
@@ -337,6 +343,7 @@ class _ChartPainter:
             ax.annotate(
                 label,
                 (lx, ly),
+                parse_math=False,
                 xytext=(6, 8 if not stale else 0),
                 textcoords="offset points",
                 fontsize=8,
@@ -397,7 +404,15 @@ def _paint_sheet(jobs: Sequence[_Job], path: Path, page: int, pages: int) -> Pat
         valid = ~np.isnan(job.y)
         name = job.title if len(job.title) <= 34 else job.title[:33] + "…"
         ax.text(
-            0.0, 1.36, name, transform=ax.transAxes, ha="left", va="bottom", fontsize=7, color=INK
+            0.0,
+            1.36,
+            name,
+            parse_math=False,
+            transform=ax.transAxes,
+            ha="left",
+            va="bottom",
+            fontsize=7,
+            color=INK,
         )
         if not valid.any():
             ax.text(
@@ -430,6 +445,7 @@ def _paint_sheet(jobs: Sequence[_Job], path: Path, page: int, pages: int) -> Pat
             0.0,
             1.06,
             label,
+            parse_math=False,
             transform=ax.transAxes,
             ha="left",
             va="bottom",

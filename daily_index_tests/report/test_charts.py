@@ -188,3 +188,41 @@ def test_preview_markdown_embeds_small_data_uris(tmp_path):
     assert len(images) == 3
     assert all(i.startswith("![") and "(data:image/png;base64," in i for i in images)
     assert all(len(i) < 100_000 for i in images)
+
+
+MATH_NAME = r"Cost $\alpha$ <b>"
+MATH_UNIT = r"$\beta$ per $"
+BROKEN_MATH = r"Gas $\gwei^$ cost"
+"""Not valid mathtext: it made matplotlib raise, and the whole report failed."""
+
+
+def test_kpi_text_with_dollar_signs_is_drawn_as_written_never_as_mathtext(tmp_path, monkeypatch):
+    kpis = [
+        ("cost_alpha", MATH_NAME, MATH_UNIT, "line", {"high": 1e9, "low": 1.0}, "crypto", 50.0),
+        ("cost_usd", "Spread $5$ to $6$", "USD", "bar", {}, "crypto", 70.0),
+        ("gas", BROKEN_MATH, "$^$", "area", {}, "crypto", 30.0),
+    ]
+    recorder = _Recorder()
+    monkeypatch.setattr(charts_module, "_ChartPainter", lambda: recorder)
+    chart_set = render_charts(make_table(kpis=kpis), tmp_path)
+    seen = recorder.seen["cost_alpha"]
+    assert seen["title"] == f"{MATH_NAME} ({MATH_UNIT})"
+    assert any(text.endswith(MATH_UNIT) for text in seen["texts"])
+    assert recorder.seen["cost_usd"]["title"] == "Spread $5$ to $6$ (USD)"
+    assert recorder.seen["gas"]["title"] == f"{BROKEN_MATH} ($^$)"
+    for path in chart_set.paths:  # the PNGs and the overview sheet were all written
+        assert path.stat().st_size > 1000
+
+
+def test_mathtext_kpi_renders_in_the_pdf(tmp_path):
+    from daily_index_tests.report.test_pdf import render
+
+    kpis = [
+        ("cost_alpha", MATH_NAME, MATH_UNIT, "line", {}, "crypto", 50.0),
+        ("gas", BROKEN_MATH, "$^$", "line", {}, "crypto", 30.0),
+        ("btc_price", "Bitcoin price", "USD", "line", {}, "crypto_prices", 67432.0),
+    ]
+    info, pages = render(tmp_path, make_table(kpis=kpis))
+    text = " ".join(pages)
+    assert info.path.stat().st_size > 0
+    assert "Cost $\\alpha$ <b>" in text and BROKEN_MATH in text
