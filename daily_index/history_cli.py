@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -28,6 +29,25 @@ from rich.progress import (
 from daily_index import progress
 
 EXIT_OK, EXIT_CONFIG, EXIT_FAILED = 0, 2, 3
+
+
+# Dagster records one "planned" event per partition of a range run unless told to record the
+# range as one (measured: 21 s of 100 s for 1,065 days on SQLite). The price: a failed run
+# does not mark its planned partitions failed, which an import never wants anyway.
+PLANNED_SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+
+
+@contextmanager
+def _planned_as_one_event() -> Iterator[None]:
+    previous = os.environ.get(PLANNED_SUBSET_ENV)
+    os.environ[PLANNED_SUBSET_ENV] = "true"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(PLANNED_SUBSET_ENV, None)
+        else:
+            os.environ[PLANNED_SUBSET_ENV] = previous
 
 
 def import_run_config(file: str | Path, *, overwrite: bool) -> dict:
@@ -202,14 +222,15 @@ def run_import(
                 "dagster/asset_partition_range_end": window[1].isoformat(),
             }
         )
-        result = job.execute_in_process(
-            instance=instance,
-            raise_on_error=False,
-            run_config=QUIET_RUN | import_run_config(imported.path, overwrite=overwrite),
-            asset_selection=[kpi_key(k) for k in sorted(pending)],
-            partition_key=window[0].isoformat() if window[0] == window[1] else None,
-            tags={**range_tags, "trigger": "cli", "daily_index/import": imported.name},
-        )
+        with _planned_as_one_event():
+            result = job.execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                run_config=QUIET_RUN | import_run_config(imported.path, overwrite=overwrite),
+                asset_selection=[kpi_key(k) for k in sorted(pending)],
+                partition_key=window[0].isoformat() if window[0] == window[1] else None,
+                tags={**range_tags, "trigger": "cli", "daily_index/import": imported.name},
+            )
     recorded = len(result.get_asset_materialization_events())
     if not result.success:
         err_console.print(

@@ -179,12 +179,17 @@ def new_materializations(
     *,
     after_storage_id: int | None,
     after_timestamp: float,
+    imported: set[tuple[str, date]] | None = None,
 ) -> tuple[list[tuple[str, date, int]], int | None]:
     """KPI partitions materialised after the cursor: (KPI id, day, storage id), in order.
 
     One event-log query per page of events for all assets at once (a query per KPI key cost
     about 7 ms each on SQLite: 1.4 s for 200 KPIs). Without a cursor (first tick, reset),
     events newer than `after_timestamp` are read instead of the whole history.
+
+    `imported`, when given, is filled with the (KPI id, day) of the events an import
+    recorded: they count as landed (no no-data alert) but are never judged (imported days
+    never alert).
 
     Returns:
         The KPI events, and the newest storage id read (of any asset), or None.
@@ -214,9 +219,17 @@ def new_materializations(
             except ValueError:
                 continue
             events.append((key.path[1], day, record.storage_id))
+            if imported is not None and _is_import(record):
+                imported.add((key.path[1], day))
         if len(records) < EVENT_PAGE:
             return events, newest
         cursor = records[-1].storage_id
+
+
+def _is_import(record: dg.EventLogRecord) -> bool:
+    materialization = record.asset_materialization
+    source = materialization.metadata.get("source") if materialization else None
+    return str(getattr(source, "value", source) or "").startswith("import:")
 
 
 def _confirm_missing(
@@ -308,11 +321,13 @@ def build_kpi_alert_sensor(
         recipients = alerts.recipients(known_kpis=set(by_id), known_rules=rule_names)
         cursor = KpiCursor.from_json(context.cursor)
         lookback = now - timedelta(days=alerts.window_days + 1)
+        imported: set[tuple[str, date]] = set()
         events, newest = new_materializations(
             context.instance,
             by_id,
             after_storage_id=cursor.storage_id,
             after_timestamp=lookback.timestamp(),
+            imported=imported,
         )
         plan = plan_kpi_tick(
             cursor,
@@ -343,6 +358,8 @@ def build_kpi_alert_sensor(
                 for kpi_id, days in again.landed.items():
                     plan.landed.setdefault(kpi_id, set()).update(days)
                 plan = KpiTickPlan(landed=plan.landed, overdue=plan.overdue, cursor=again.cursor)
+        for kpi_id, day in imported:
+            plan.landed.get(kpi_id, set()).discard(day)
         fired = evaluate(with_rules, storage.get_series(), landed=plan.landed, missing=missing)
         notices = [notice_for(a, ui_base_url=alerts.ui_base_url) for a in fired]
         result = dispatch(
