@@ -124,9 +124,30 @@ class LocalObjectStore(ObjectStore):
     # Local writes are CPU-bound under the GIL: more threads only contend with the fetch loop.
     write_parallelism = 2
 
+    ORPHAN_AGE_S = 86_400
+    """A `.tmp-*` file older than this is the leftover of a killed write, not one in progress."""
+
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).expanduser().resolve()
         self._lock_dir = self.root / ".locks"
+        self._swept: set[Path] = set()
+
+    def remove_orphans(self, folder: Path | None = None) -> list[Path]:
+        """Delete `.tmp-*` files older than a day under `folder` (default: the whole store).
+
+        A process killed between creating its temporary file and renaming it leaves the
+        file behind; readers never see it, but it would stay forever. Returns what went.
+        """
+        cutoff = time.time() - self.ORPHAN_AGE_S
+        removed = []
+        search = folder or self.root
+        candidates = search.glob(".tmp-*") if folder else search.rglob(".tmp-*")
+        for path in candidates:
+            with suppress(OSError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+        return removed
 
     @property
     def description(self) -> str:
@@ -154,6 +175,10 @@ class LocalObjectStore(ObjectStore):
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._swept:
+            # Once per folder and process: the next write after a kill cleans up after it.
+            self._swept.add(path.parent)
+            self.remove_orphans(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as handle:

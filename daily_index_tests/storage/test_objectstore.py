@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -198,3 +201,45 @@ def test_s3_prefix_is_applied_and_hidden(s3_client, moto_endpoint, s3_store: S3O
     scoped.put("kpi/a.parquet", b"a")
     assert scoped.list("kpi/") == ["kpi/a.parquet"]
     assert s3_store.list("") == ["tenant/kpi/a.parquet"]
+
+
+def test_orphaned_temp_files_older_than_a_day_go_with_the_next_write(tmp_path):
+    store = LocalObjectStore(tmp_path / "store")
+    folder = tmp_path / "store" / "kpi"
+    folder.mkdir(parents=True)
+    old = [folder / ".tmp-killed1", folder / ".tmp-killed2"]
+    fresh = folder / ".tmp-in-progress"  # another writer's, still going
+    day_ago = time.time() - LocalObjectStore.ORPHAN_AGE_S - 60
+    for path in [*old, fresh]:
+        path.write_bytes(b"half an object")
+    for path in old:
+        os.utime(path, (day_ago, day_ago))
+    elsewhere = tmp_path / "store" / "raw" / ".tmp-killed3"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"x")
+    os.utime(elsewhere, (day_ago, day_ago))
+
+    store.put("kpi/btc_price.parquet", b"new")
+    assert not any(p.exists() for p in old)
+    assert fresh.exists() and store.get("kpi/btc_price.parquet").data == b"new"
+    assert elsewhere.exists()  # only the folder written to is swept
+    assert store.list("kpi/") == ["kpi/btc_price.parquet"]
+    assert store.remove_orphans() == [elsewhere] and not elsewhere.exists()
+
+
+def test_a_write_killed_mid_way_leaves_a_temp_file_the_next_run_removes(tmp_path):
+    root = tmp_path / "store"
+    script = (
+        "import os, sys\n"
+        "from daily_index.storage.objectstore import LocalObjectStore\n"
+        "os.replace = lambda *a: os.kill(os.getpid(), 9)\n"
+        "LocalObjectStore(sys.argv[1]).put('reports/2024-05-01.pdf', b'%PDF' * 1000)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(root)], check=False)
+    assert done.returncode == -9
+    [orphan] = (root / "reports").glob(".tmp-*")
+    week_ago = time.time() - 7 * 86_400
+    os.utime(orphan, (week_ago, week_ago))
+    LocalObjectStore(root).put("reports/2024-05-02.pdf", b"%PDF")
+    assert not orphan.exists()
+    assert sorted(p.name for p in (root / "reports").iterdir()) == ["2024-05-02.pdf"]
