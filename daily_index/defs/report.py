@@ -98,6 +98,7 @@ def build_pdf_asset(*, kpis: list[KpiSpec], registry_version: int) -> dg.AssetsD
                     "storage": store.description,
                 },
                 demo=report_settings.demo,
+                appendix=report_settings.appendix,
             )
             data = info.path.read_bytes()
             preview_png = page_one_png(info.path, workdir)

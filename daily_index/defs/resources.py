@@ -311,6 +311,10 @@ class ReportSettingsResource(dg.ConfigurableResource):
     chart_window_days: int = 90
     chart_workers: int = 2
     demo: bool = False
+    appendix: bool = Field(
+        default=False,
+        description="Add the full chart of every KPI to the PDF (the brief shows what moved).",
+    )
 
 
 def analyst_from_env(environ: Mapping[str, str]) -> AnalystResource:
@@ -354,6 +358,7 @@ def report_settings_from_env(environ: Mapping[str, str]) -> ReportSettingsResour
         chart_window_days=env_int(environ, "DAILY_INDEX_CHART_WINDOW_DAYS", 90),
         chart_workers=env_int(environ, "DAILY_INDEX_CHART_WORKERS", 2),
         demo=environ.get("DAILY_INDEX_DEMO", "") in ("1", "true", "yes"),
+        appendix=env_bool(environ, "DAILY_INDEX_REPORT_APPENDIX", False),
     )
 
 

@@ -32,6 +32,10 @@ TEMPLATE = "report.html.j2"
 STYLESHEET = "report.css"
 MISSING_LISTED_ON_COVER = 12
 MOVERS_ON_COVER = 6
+FEATURE_ZSCORE = 2.0
+"""A move this many usual moves large earns its KPI a full chart in the brief."""
+FEATURED_MAX = 24
+"""Full charts in the brief at most; a registry this small gets every KPI's chart."""
 
 
 class RefusedURLError(ValueError):
@@ -163,6 +167,38 @@ def _row_view(row: KpiRow, chart: Path | None) -> dict[str, Any]:
     }
 
 
+def featured(table: DayTable) -> list[KpiRow]:
+    """The KPIs whose full chart the brief shows: what moved, crossed or went wrong.
+
+    An unusual move (|z| >= FEATURE_ZSCORE), a crossed threshold, a failed quality check or
+    a failed fetch; the most unusual first, at most FEATURED_MAX. Every other KPI is in the
+    table and the sparklines, and in the appendix when it is asked for.
+    """
+    rows = list(table.rows)
+    if len(rows) <= FEATURED_MAX:
+        return rows
+    notable = [
+        r
+        for r in rows
+        if r.crossed
+        or r.check_findings
+        or r.is_problem
+        or (r.zscore is not None and abs(r.zscore) >= FEATURE_ZSCORE)
+    ]
+    notable.sort(key=lambda r: (not r.is_problem, -abs(r.zscore or 0.0)))
+    return notable[:FEATURED_MAX]
+
+
+def _by_category(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    categories: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        categories.setdefault(row["category"], []).append(row)
+    return [
+        {"key": key, "title": _category_title(key), "rows": members}
+        for key, members in categories.items()
+    ]
+
+
 def _category_title(category: str) -> str:
     return category.replace("_", " ").capitalize()
 
@@ -194,13 +230,13 @@ def build_context(
     generated_at: datetime,
     generation: dict[str, str],
     demo: bool,
+    appendix: bool = False,
 ) -> dict[str, Any]:
     """Everything the template shows, already formatted (the template only lays it out)."""
     rows = [_row_view(row, charts.get(row.kpi_id)) for row in table.rows]
     by_id = {row["id"]: row for row in rows}
-    categories: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        categories.setdefault(row["category"], []).append(row)
+    shown = {r.kpi_id for r in featured(table)}
+    featured_rows = [row for row in rows if row["id"] in shown]
     missing = [by_id[r.kpi_id] for r in table.missing]
     problems = [by_id[r.kpi_id] for r in table.problems]
     gaps = [by_id[r.kpi_id] for r in table.gaps]
@@ -234,10 +270,10 @@ def build_context(
         "rule_based": analysis.get("analyst") != "llm",
         "notes": notes,
         "rows": rows,
-        "categories": [
-            {"key": key, "title": _category_title(key), "rows": members}
-            for key, members in categories.items()
-        ],
+        "categories": _by_category(rows),
+        "chart_categories": _by_category(featured_rows),
+        "charts_brief": len(featured_rows) < len(rows),
+        "appendix": _by_category(rows) if appendix and len(featured_rows) < len(rows) else [],
         "total": len(rows),
         "reported": sum(1 for r in table.rows if r.value is not None),
         "expected": len(rows) - len(gaps),
@@ -299,6 +335,7 @@ def render_pdf(
     generated_at: datetime,
     generation: dict[str, str],
     demo: bool = False,
+    appendix: bool = False,
 ) -> PdfInfo:
     """Render the day's report to `out_path` (written atomically).
 
@@ -312,6 +349,8 @@ def render_pdf(
         generated_at: When the report was produced (shown in every page's footer).
         generation: Provenance shown at the end (registry_version also in the footer).
         demo: Synthetic data: a "DEMO DATA" banner on every page.
+        appendix: Add the full chart of every KPI at the end (the brief shows only the
+            charts of what moved, crossed a threshold or failed).
 
     Returns:
         The path, page count and size in bytes.
@@ -324,5 +363,6 @@ def render_pdf(
         generated_at=generated_at,
         generation=generation,
         demo=demo,
+        appendix=appendix,
     )
     return write_pdf(render_html(context), out_path, allowed_dirs=[charts.out_dir])

@@ -408,3 +408,50 @@ def test_a_clean_table_says_every_kpi_passed_the_checks(complete_report):
     text = " ".join(complete_report[1])
     assert not make_table().flagged
     assert "All 10 KPIs with a value passed the data-quality rules" in text
+
+
+def _many_kpis(count: int) -> list[tuple[str, str, str, str, dict[str, float], str, float]]:
+    rows = []
+    for n in range(count):
+        # kpi_009's high threshold sits below its level: it is crossed today.
+        limits = {"high": 50.0} if n == 9 else {}
+        rows.append((f"kpi_{n:03d}", f"KPI {n}", "USD", "line", limits, "crypto_prices", 100.0))
+    return rows
+
+
+def _figures(table, tmp_path, *, appendix: bool) -> int:
+    from daily_index.report.charts import ChartSet
+    from daily_index.report.pdf import build_context, render_html
+
+    charts = ChartSet(charts={}, overview=(), out_dir=tmp_path)
+    html = render_html(
+        build_context(
+            table=table,
+            analysis=make_analysis(),
+            charts=charts,
+            partial=False,
+            generated_at=GENERATED_AT,
+            generation=GENERATION,
+            demo=False,
+            appendix=appendix,
+        )
+    )
+    return html.count('<figure class="chart">')
+
+
+def test_the_brief_charts_what_moved_crossed_or_failed_and_the_appendix_everything(tmp_path):
+    from daily_index.report.pdf import FEATURED_MAX, featured
+
+    table = make_table(kpis=_many_kpis(40), missing={"kpi_003": "HTTP 500 from upstream"})
+    chosen = {row.kpi_id for row in featured(table)}
+    assert {"kpi_003", "kpi_009"} <= chosen  # the failed fetch and the crossed threshold
+    assert len(chosen) < 40 and len(chosen) <= FEATURED_MAX
+    unusual = {r.kpi_id for r in table.rows if r.zscore is not None and abs(r.zscore) >= 2}
+    assert unusual <= chosen
+    assert _figures(table, tmp_path, appendix=False) == len(chosen)
+    assert _figures(table, tmp_path, appendix=True) == len(chosen) + 40
+
+
+def test_a_small_registry_keeps_every_chart(tmp_path, table):
+    assert _figures(table, tmp_path, appendix=False) == len(table.rows)
+    assert _figures(table, tmp_path, appendix=True) == len(table.rows)  # no appendix needed
