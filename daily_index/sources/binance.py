@@ -13,6 +13,7 @@ request; each day then reads its own rows, as from a one-day answer.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 
 from daily_index.contract import KPIUpdate
 from daily_index.sources.base import FetchRequest, SourceSettings
@@ -82,6 +83,31 @@ async def _pages(
     )
 
 
+async def _indexed(
+    http: Http,
+    url: str,
+    family: str,
+    params: dict[str, object],
+    time_of: Callable[[object], int | None],
+    what: tuple[str, str],
+) -> tuple[list, dict[date, list], int | None]:
+    """Every row of the range (`_pages`), its rows by UTC day, and the newest row's time.
+
+    Computed once per range and shared by its days: each day reads its own rows instead of
+    scanning the whole range.
+    """
+    rows = await _pages(http, url, family, params, time_of, what)
+    by_day: dict[date, list] = {}
+    newest: int | None = None
+    for row in rows:
+        moment = time_of(row)
+        if moment is None:
+            continue
+        by_day.setdefault(utc_day(moment / 1000), []).append(row)
+        newest = moment if newest is None else max(newest, moment)
+    return rows, by_day, newest
+
+
 def _kline_open(row: object) -> int | None:
     return row[0] if isinstance(row, list) and row and _is_ms(row[0]) else None
 
@@ -108,19 +134,22 @@ async def fetch_kline(request: FetchRequest, settings: SourceSettings, http: Htt
     start, end = day_bounds_ms(request.day)
     base = settings.base_url(request.spec, SPOT)
     first, last = _span_ms(http, request)
-    rows = await _pages(
-        http,
-        f"{base}/api/v3/klines",
-        SPOT,
-        {"symbol": symbol, "interval": "1d", "startTime": first, "endTime": last},
-        _kline_open,
-        ("/api/v3/klines", "a list of kline arrays"),
+    url = f"{base}/api/v3/klines"
+    rows, by_day, newest_ms = await http.shared(
+        ("klines", url, symbol, first, last),
+        lambda own: _indexed(
+            own,
+            url,
+            SPOT,
+            {"symbol": symbol, "interval": "1d", "startTime": first, "endTime": last},
+            _kline_open,
+            ("/api/v3/klines", "a list of kline arrays"),
+        ),
     )
-    row = next((r for r in rows if isinstance(r, list) and len(r) >= 8 and r[0] == start), None)
+    row = next((r for r in by_day.get(request.day, []) if len(r) >= 8 and r[0] == start), None)
     if row is None:
-        opens = [r[0] for r in rows if isinstance(r, list) and r and _is_ms(r[0])]
-        if opens and max(opens) < start:
-            newest = utc_day(max(opens) / 1000)
+        if newest_ms is not None and newest_ms < start:
+            newest = utc_day(newest_ms / 1000)
             require_day(request, newest, f"Binance's newest {symbol} 1d kline")
         raise SourceError(
             f"/api/v3/klines has no {symbol} 1d kline opening {request.day} 00:00 UTC "
@@ -146,28 +175,25 @@ async def fetch_funding(request: FetchRequest, settings: SourceSettings, http: H
     start, end = day_bounds_ms(request.day)
     base = settings.base_url(request.spec, FUTURES)
     first, last = _span_ms(http, request)
-    rows = await _pages(
-        http,
-        f"{base}/fapi/v1/fundingRate",
-        FUTURES,
-        {"symbol": symbol, "startTime": first, "endTime": last},
-        _funding_time,
-        ("/fapi/v1/fundingRate", "a list of funding events"),
+    url = f"{base}/fapi/v1/fundingRate"
+    rows, by_day, newest_ms = await http.shared(
+        ("funding", url, symbol, first, last),
+        lambda own: _indexed(
+            own,
+            url,
+            FUTURES,
+            {"symbol": symbol, "startTime": first, "endTime": last},
+            _funding_time,
+            ("/fapi/v1/fundingRate", "a list of funding events"),
+        ),
     )
-    in_day = [
-        r
-        for r in rows
-        if isinstance(r, dict) and _is_ms(r.get("fundingTime")) and start <= r["fundingTime"] <= end
-    ]
+    in_day = [r for r in by_day.get(request.day, []) if start <= r["fundingTime"] <= end]
     rates = [
         number(r.get("fundingRate"), f"/fapi/v1/fundingRate {symbol} fundingRate") for r in in_day
     ]
     if not rates:
-        times = [
-            r["fundingTime"] for r in rows if isinstance(r, dict) and _is_ms(r.get("fundingTime"))
-        ]
-        if times and max(times) < start:
-            newest = utc_day(max(times) / 1000)
+        if newest_ms is not None and newest_ms < start:
+            newest = utc_day(newest_ms / 1000)
             require_day(request, newest, f"Binance's newest {symbol} funding event")
         raise SourceError(
             f"/fapi/v1/fundingRate returned no {symbol} funding events for {request.day} "

@@ -11,6 +11,7 @@ figures, so a past day is an expected gap (`no_history`).
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from daily_index.contract import KPIUpdate
@@ -90,11 +91,8 @@ async def fetch_price(request: FetchRequest, settings: SourceSettings, http: Htt
     prices = body.get("prices") if isinstance(body, dict) else None
     if not isinstance(prices, list):
         raise shape_error("/market_chart/range field 'prices'", "a list of [ms, price]", prices)
-    in_day = [
-        point
-        for point in prices
-        if isinstance(point, list) and len(point) == 2 and _in_range(point[0], start, end)
-    ]
+    by_day = await http.shared(("coingecko_by_day", id(prices)), lambda _: _by_day(prices))
+    in_day = [point for point in by_day.get(request.day, []) if _in_range(point[0], start, end)]
     if not in_day:
         raise SourceError(
             f"/market_chart/range has no {coin}/{vs} price inside {request.day} "
@@ -126,6 +124,19 @@ def _unix_seconds(value: Any, what: str) -> float:
     if not 0 < stamp < 32_503_680_000:  # 3000-01-01: anything later is not unix seconds
         raise SourceError(f"{what} is {value!r}; expected unix seconds", "invalid_value")
     return stamp
+
+
+async def _by_day(prices: list) -> dict[date, list]:
+    """The [ms, price] points of a range answer by UTC day, parsed once for all its days."""
+    days: dict[date, list] = {}
+    for point in prices:
+        if isinstance(point, list) and len(point) == 2 and isinstance(point[0], int | float):
+            try:
+                day = utc_day(point[0] / 1000)
+            except (ValueError, OverflowError, OSError):
+                continue
+            days.setdefault(day, []).append(point)
+    return days
 
 
 def _in_range(moment_ms: Any, start_s: int, end_s: int) -> bool:

@@ -8,6 +8,9 @@ which is `stale`, never stored under today.
 
 from __future__ import annotations
 
+import bisect
+from datetime import date
+
 from daily_index.contract import KPIUpdate
 from daily_index.sources.base import FetchRequest, SourceSettings
 from daily_index.sources.common import (
@@ -30,7 +33,7 @@ async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> 
         raise shape_error("/stablecoincharts/all", "a non-empty list of daily points", points)
     # The chart is one answer for every day of the run: its dates are parsed once too (the
     # shared answer stays alive for the batch, so its id names it).
-    dated = await http.batch.shared(("defillama_dated", id(points)), lambda: _dated(points))
+    dated, days = await http.shared(("defillama_dated", id(points)), lambda _: _dated(points))
     unparseable = len(points) - len(dated)
     skipped = (
         f"; {unparseable} of {len(points)} points had no valid date and were skipped"
@@ -38,8 +41,8 @@ async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> 
         else ""
     )
     # The latest point not after the day: the day's own, or the newest before it.
-    candidates = [(stamp, p) for stamp, p in dated if utc_day(stamp) <= request.day]
-    if not candidates:
+    before = bisect.bisect_right(days, request.day)
+    if not before:
         newest = iso_utc(max(s for s, _ in dated)) if dated else "none"
         raise SourceError(
             f"/stablecoincharts/all has no point on or before {request.day} "
@@ -48,9 +51,11 @@ async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> 
             retryable=not request.is_past,
             unparseablePoints=unparseable,
         )
-    stamp, point = max(candidates, key=lambda item: item[0])
+    stamp, point = dated[before - 1]
     try:
-        return _value_of(request, points, dated, stamp, point, unparseable)
+        return _value_of(
+            request, points, stamp, point, later=days[-1] > request.day, unparseable=unparseable
+        )
     except SourceError as exc:
         # Skipped points may be why the day is missing: every reason says how many.
         exc.reason += skipped
@@ -58,8 +63,11 @@ async def fetch(request: FetchRequest, settings: SourceSettings, http: Http) -> 
         raise
 
 
-async def _dated(points: list) -> list[tuple[float, dict]]:
-    """The points with a valid date (unix seconds), each with its stamp."""
+async def _dated(points: list) -> tuple[list[tuple[float, dict]], list[date]]:
+    """The points with a valid date (unix seconds) and their stamps, oldest first.
+
+    Also their UTC days, in the same order, for bisecting.
+    """
     dated: list[tuple[float, dict]] = []
     for point in points:
         if isinstance(point, dict):
@@ -69,19 +77,16 @@ async def _dated(points: list) -> list[tuple[float, dict]]:
             except (SourceError, ValueError, OverflowError, OSError):
                 continue
             dated.append((stamp, point))
-    return dated
+    dated.sort(key=lambda item: item[0])
+    return dated, [utc_day(stamp) for stamp, _ in dated]
 
 
 def _value_of(
-    request: FetchRequest,
-    points: list,
-    dated: list[tuple[float, dict]],
-    stamp: float,
-    point: dict,
-    unparseable: int,
+    request: FetchRequest, points: list, stamp: float, point: dict, *, later: bool, unparseable: int
 ) -> KPIUpdate:
+    """The value of the latest point not after the day; `later`: points after the day exist."""
     observed = utc_day(stamp)
-    if observed != request.day and any(utc_day(s) > request.day for s, _ in dated):
+    if observed != request.day and later:
         # Points after the day but none on it: a hole in DefiLlama's history, not lateness.
         raise SourceError(
             f"/stablecoincharts/all has no point for {request.day} ({len(points)} points; the "

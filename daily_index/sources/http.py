@@ -25,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from tenacity import (
@@ -47,6 +48,7 @@ from daily_index.sources.base import (
 )
 from daily_index.sources.batch import Batch, BudgetExceeded
 
+T = TypeVar("T")
 _API_KEY_RE = re.compile(r"(api_key=)[^&\s'\"]*", re.IGNORECASE)
 # A JSON string literal (unrolled loop: no backtracking), dropped before counting brackets.
 _JSON_STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -319,6 +321,33 @@ class Http:
         self.attempts += attempts
         self.waited_s += waited_s
         return body
+
+    async def shared(self, key: Any, make: Callable[[Http], Awaitable[T]]) -> T:
+        """`make(http)` computed once per batch for `key` (e.g. every page of a range).
+
+        `make` gets its own `Http`, whose attempts and waits are added to every KPI-day that
+        needed the result, failure included.
+        """
+
+        async def run() -> tuple[T, int, float]:
+            own = Http(
+                client=self.client, settings=self.settings, batch=self.batch, secrets=self.secrets
+            )
+            try:
+                return await make(own), own.attempts, own.waited_s
+            except SourceError as exc:
+                exc.attempts, exc.waited_s = own.attempts, own.waited_s
+                raise
+
+        try:
+            result, attempts, waited_s = await self.batch.shared(("shared", key), run)
+        except SourceError as exc:
+            self.attempts += exc.attempts
+            self.waited_s += exc.waited_s
+            raise exc.copy() from None
+        self.attempts += attempts
+        self.waited_s += waited_s
+        return result
 
     async def post_json(
         self, url: str, body: Any, *, family: str, headers: dict[str, str] | None = None
