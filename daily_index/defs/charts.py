@@ -17,6 +17,7 @@ from daily_index.report.model import (
     DayTable,
     day_table_from_dict,
     day_table_to_dict,
+    featured,
     load_day_table,
 )
 from daily_index.storage.objectstore import ObjectStore
@@ -113,12 +114,15 @@ def build_charts_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
         window = report_settings.chart_window_days
         table = load_day_table(kpis, store, day, window_days=window)
         with tempfile.TemporaryDirectory(prefix="charts-") as tmp:
+            # The PDF charts what moved, crossed or failed (and everything with the appendix).
+            only = None if report_settings.appendix else [r.kpi_id for r in featured(table)]
             chart_set = render_charts(
                 table,
                 Path(tmp),
                 window_days=window,
                 workers=report_settings.chart_workers,
                 on_progress=lambda done, total: progress.emit("charts", done, total),
+                only=only,
             )
             prefix = charts_prefix(day)
             store.put(

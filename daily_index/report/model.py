@@ -398,3 +398,31 @@ def load_day_table(
         window_days=window_days,
         statuses=read_fetch_status(store, day),
     )
+
+
+FEATURE_ZSCORE = 2.0
+"""A move this many usual moves large earns its KPI a full chart in the brief."""
+FEATURED_MAX = 24
+"""Full charts in the brief at most; a registry this small gets every KPI's chart."""
+
+
+def featured(table: DayTable) -> list[KpiRow]:
+    """The KPIs whose full chart the brief shows: what moved, crossed or went wrong.
+
+    An unusual move (|z| >= FEATURE_ZSCORE), a crossed threshold, a failed quality check or
+    a failed fetch; the most unusual first, at most FEATURED_MAX. Every other KPI is in the
+    table and the sparklines, and in the appendix when it is asked for.
+    """
+    rows = list(table.rows)
+    if len(rows) <= FEATURED_MAX:
+        return rows
+    notable = [
+        r
+        for r in rows
+        if r.crossed
+        or r.check_findings
+        or r.is_problem
+        or (r.zscore is not None and abs(r.zscore) >= FEATURE_ZSCORE)
+    ]
+    notable.sort(key=lambda r: (not r.is_problem, -abs(r.zscore or 0.0)))
+    return notable[:FEATURED_MAX]

@@ -25,17 +25,13 @@ from weasyprint.urls import FatalURLFetchingError, URLFetcher
 from daily_index.formatting import Change, brief, format_change, format_value, format_zscore
 from daily_index.report.analysis import rank_moves
 from daily_index.report.charts import ChartSet, chart_title
-from daily_index.report.model import CHANGE_HORIZONS, DayTable, KpiRow
+from daily_index.report.model import CHANGE_HORIZONS, DayTable, KpiRow, featured
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 TEMPLATE = "report.html.j2"
 STYLESHEET = "report.css"
 MISSING_LISTED_ON_COVER = 12
 MOVERS_ON_COVER = 6
-FEATURE_ZSCORE = 2.0
-"""A move this many usual moves large earns its KPI a full chart in the brief."""
-FEATURED_MAX = 24
-"""Full charts in the brief at most; a registry this small gets every KPI's chart."""
 
 
 class RefusedURLError(ValueError):
@@ -165,28 +161,6 @@ def _row_view(row: KpiRow, chart: Path | None) -> dict[str, Any]:
         "source_kind": spec.source.kind,
         "chart": chart.resolve().as_uri() if chart is not None else None,
     }
-
-
-def featured(table: DayTable) -> list[KpiRow]:
-    """The KPIs whose full chart the brief shows: what moved, crossed or went wrong.
-
-    An unusual move (|z| >= FEATURE_ZSCORE), a crossed threshold, a failed quality check or
-    a failed fetch; the most unusual first, at most FEATURED_MAX. Every other KPI is in the
-    table and the sparklines, and in the appendix when it is asked for.
-    """
-    rows = list(table.rows)
-    if len(rows) <= FEATURED_MAX:
-        return rows
-    notable = [
-        r
-        for r in rows
-        if r.crossed
-        or r.check_findings
-        or r.is_problem
-        or (r.zscore is not None and abs(r.zscore) >= FEATURE_ZSCORE)
-    ]
-    notable.sort(key=lambda r: (not r.is_problem, -abs(r.zscore or 0.0)))
-    return notable[:FEATURED_MAX]
 
 
 def _by_category(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

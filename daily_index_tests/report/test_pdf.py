@@ -440,7 +440,7 @@ def _figures(table, tmp_path, *, appendix: bool) -> int:
 
 
 def test_the_brief_charts_what_moved_crossed_or_failed_and_the_appendix_everything(tmp_path):
-    from daily_index.report.pdf import FEATURED_MAX, featured
+    from daily_index.report.model import FEATURED_MAX, featured
 
     table = make_table(kpis=_many_kpis(40), missing={"kpi_003": "HTTP 500 from upstream"})
     chosen = {row.kpi_id for row in featured(table)}
@@ -455,3 +455,17 @@ def test_the_brief_charts_what_moved_crossed_or_failed_and_the_appendix_everythi
 def test_a_small_registry_keeps_every_chart(tmp_path, table):
     assert _figures(table, tmp_path, appendix=False) == len(table.rows)
     assert _figures(table, tmp_path, appendix=True) == len(table.rows)  # no appendix needed
+
+
+def test_charts_drawn_only_for_the_brief_and_every_kpi_on_the_sheets(tmp_path):
+    from PIL import Image
+
+    from daily_index.report.model import featured
+
+    table = make_table(kpis=_many_kpis(30), missing={"kpi_003": "HTTP 500 from upstream"})
+    chosen = [row.kpi_id for row in featured(table)]
+    charts = render_charts(table, tmp_path / "charts", window_days=60, only=chosen)
+    assert sorted(charts.charts) == sorted(chosen)
+    assert len(charts.overview) >= 1  # the sparkline sheets still show all 30
+    with Image.open(charts.overview[0]) as sheet:
+        assert sheet.mode == "P" and len(sheet.getcolors(256) or []) <= 64
