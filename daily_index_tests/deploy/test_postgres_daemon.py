@@ -4,7 +4,8 @@ A fresh database per test run (dropped at the end), the repository's own dagster
 deploy/storage-postgres.yaml (what the containers use), the repository's workspace.yaml, and
 the APIs replayed by a local server. A KPI run is queued as the UI queues one; the daemon
 launches it, the fan-in sensor launches the report, delivery writes to the local outbox, and
-everything is recorded in PostgreSQL. A second daemon start duplicates nothing.
+everything is recorded in PostgreSQL. A KPI run killed with SIGKILL is marked failed by run
+monitoring. A second daemon start duplicates nothing.
 
 Skipped only when PostgreSQL does not answer on 127.0.0.1:5432 (`.ci/run` starts it).
 """
@@ -150,8 +151,46 @@ def _wait(what: str, condition: Callable[[], object], timeout_s: float, daemon: 
     pytest.fail(f"{what}: not within {timeout_s:.0f} s\n--- daemon ---\n{daemon.output()[-4000:]}")
 
 
-def _runs(instance: dg.DagsterInstance, job: str) -> list[dg.DagsterRun]:
-    return [r.dagster_run for r in instance.get_run_records(dg.RunsFilter(job_name=job))]
+KILLED_RUN = """
+import sys
+import dagster as dg
+from daily_index.definitions import build_definitions
+build_definitions().resolve_job_def("daily_kpis_job").execute_in_process(
+    partition_key=sys.argv[1], instance=dg.DagsterInstance.get(),
+    tags={"dagster/max_runtime": "5"}, raise_on_error=False,
+)
+"""
+
+
+def _kill_a_kpi_run(env: dict[str, str], day: str, instance: dg.DagsterInstance) -> str:
+    """A KPI run SIGKILLed while it fetches (its APIs answer slowly): it stays STARTED."""
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, day], cwd=REPO, env=env)
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            started = instance.get_run_records(
+                dg.RunsFilter(
+                    job_name="daily_kpis_job",
+                    tags={"dagster/partition": day},
+                    statuses=[dg.DagsterRunStatus.STARTED],
+                )
+            )
+            if started:
+                time.sleep(1)
+                proc.kill()
+                proc.wait(timeout=30)
+                return started[0].dagster_run.run_id
+            time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    pytest.fail(f"the KPI run to kill never started (exit code {proc.returncode})")
+
+
+def _runs(instance: dg.DagsterInstance, job: str, day: str = DAY) -> list[dg.DagsterRun]:
+    records = instance.get_run_records(dg.RunsFilter(job_name=job, tags={"dagster/partition": day}))
+    return [r.dagster_run for r in records]
 
 
 def _finished(runs: list[dg.DagsterRun]) -> bool:
@@ -164,12 +203,18 @@ def test_daemon_on_postgres_runs_the_day_once(
 ) -> None:
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
-    with ReplayServer() as server:
+    with ReplayServer() as server, ReplayServer(latency_s=60) as slow:
         env = _environment(server, tmp_path, database)
         for key, value in env.items():
             if key.startswith("DAGSTER_"):
                 monkeypatch.setenv(key, value)
         instance = dg.DagsterInstance.get()
+        # The day before, its run killed with SIGKILL: run monitoring must mark it failed.
+        slow_env = {**env, **demo_environment(slow, tmp_path / "slow", today=DEMO_DAY)}
+        slow_env.update({k: v for k, v in env.items() if k.startswith("DAGSTER_")})
+        dead_day = (DEMO_DAY - timedelta(days=1)).isoformat()
+        dead_run = _kill_a_kpi_run(slow_env, dead_day, instance)
+        assert instance.get_run_by_id(dead_run).status == dg.DagsterRunStatus.STARTED
         daemon = Daemon(env, tmp_path / "daemon.log")
         try:
             assert isinstance(instance.run_storage, PostgresRunStorage)
@@ -225,6 +270,13 @@ def test_daemon_on_postgres_runs_the_day_once(
             assert len(delivered) == 1
             outbox = Path(env["DAILY_INDEX_OUTBOX_DIR"])
             assert any(p.suffix == ".pdf" for p in outbox.rglob("*")), list(outbox.rglob("*"))
+
+            _wait(
+                "the killed KPI run marked failed by run monitoring",
+                lambda: instance.get_run_by_id(dead_run).status == dg.DagsterRunStatus.FAILURE,
+                150,
+                daemon,
+            )
         finally:
             daemon.stop()
 
@@ -243,6 +295,9 @@ def test_daemon_on_postgres_runs_the_day_once(
             time.sleep(6)
             assert len(_runs(instance, "daily_kpis_job")) == 1
             assert len(_runs(instance, "daily_report_job")) == 1
+            # The killed run's day: never retried whole (KPI runs), no report without its KPIs.
+            assert len(_runs(instance, "daily_kpis_job", dead_day)) == 1
+            assert _runs(instance, "daily_report_job", dead_day) == []
         finally:
             again.stop()
             instance.dispose()
