@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date
@@ -25,8 +27,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-
-from daily_index import progress
 
 EXIT_OK, EXIT_CONFIG, EXIT_FAILED = 0, 2, 3
 
@@ -48,6 +48,33 @@ def _planned_as_one_event() -> Iterator[None]:
             os.environ.pop(PLANNED_SUBSET_ENV, None)
         else:
             os.environ[PLANNED_SUBSET_ENV] = previous
+
+
+@contextmanager
+def _watch_run(instance, run_id: str, bars: _Bars) -> Iterator[None]:
+    """Move the recording bar from the run's own count of materialisations.
+
+    Dagster records a range output's per-day events itself, after the step yields it, so
+    only the event log knows how far it got.
+    """
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.5):
+            try:
+                bars.set("record", instance.get_run_stats(run_id).materializations)
+            except Exception:  # noqa: S112 - the run is not created yet, or a busy database
+                continue
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    if bars.enabled:
+        watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join()
 
 
 def import_run_config(file: str | Path, *, overwrite: bool) -> dict:
@@ -85,10 +112,9 @@ class _Bars:
             self.done[task] += 1
             self.bar.update(self.tasks[task], completed=self.done[task])
 
-    def __call__(self, event: progress.Progress) -> None:
-        # The step reports each KPI's days; the bar counts the whole run's.
-        if event.task == "record":
-            self.advance("record")
+    def set(self, task: str, done: int) -> None:
+        if self.enabled and task in self.tasks:
+            self.bar.update(self.tasks[task], completed=done)
 
     def __enter__(self):
         if self.enabled:
@@ -173,7 +199,7 @@ def run_import(
 
     specs = {k.id: k for k in kpis}
     instance = _instance(ephemeral=False)
-    with _Bars(show_progress, err_console) as bars, progress.listening(bars):
+    with _Bars(show_progress, err_console) as bars:
         rows = {}
         if plan.new_count or plan.changed_count:
             bars.start("store", len(ids))
@@ -222,8 +248,10 @@ def run_import(
                 "dagster/asset_partition_range_end": window[1].isoformat(),
             }
         )
-        with _planned_as_one_event():
+        run_id = str(uuid.uuid4())
+        with _planned_as_one_event(), _watch_run(instance, run_id, bars):
             result = job.execute_in_process(
+                run_id=run_id,
                 instance=instance,
                 raise_on_error=False,
                 run_config=QUIET_RUN | import_run_config(imported.path, overwrite=overwrite),

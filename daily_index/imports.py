@@ -728,3 +728,25 @@ def prepare_run(
         done = recorded_days(instance, dg.AssetKey(kpi.asset_path), mine, imported.sha256)
         pending[kpi.id] = [d for d in mine if d not in done]
     return PreparedRun(imported, pending, rows, plan.new_count + plan.changed_count)
+
+
+def range_result(
+    asset_key: dg.AssetKey, prepared: PreparedRun, spec: KpiSpec
+) -> dg.MaterializeResult:
+    """One output for a range run's every day: the same source, file and hash for each day.
+
+    The day's value is in the series (and the export), not repeated in the metadata.
+    """
+    imported = prepared.imported
+    days = prepared.pending[spec.id]
+    return dg.MaterializeResult(
+        asset_key=asset_key,
+        metadata={
+            "unit": spec.unit,
+            "source": imported.source,
+            "trace_id": imported.trace_id,
+            SHA_METADATA: imported.sha256,
+            "import_first_day": days[0].isoformat(),
+            "import_last_day": days[-1].isoformat(),
+        },
+    )

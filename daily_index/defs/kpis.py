@@ -123,8 +123,7 @@ def _materializations(
     if single_day:
         yield dg.MaterializeResult(asset_key=kpi_key(kpi.id), metadata=_metadata(kpi, good[0]))
         return
-    for n, outcome in enumerate(sorted(good, key=lambda o: o.request.day), start=1):
-        progress.emit("record", n, len(good), kpi.id)
+    for outcome in sorted(good, key=lambda o: o.request.day):
         yield dg.AssetMaterialization(
             asset_key=kpi_key(kpi.id),
             partition=outcome.request.day.isoformat(),
@@ -354,7 +353,11 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
             record_fetch_status(store, day, entries)
 
         for kpi in selected:
-            if good[kpi.id]:
+            if prepared and len(days) > 1 and len(good[kpi.id]) == len(days):
+                # Every day of the range has a value from the same file: one output, whose
+                # per-day events Dagster records itself (batched with DAGSTER_EVENT_BATCH_SIZE).
+                yield imports.range_result(kpi_key(kpi.id), prepared, kpi)
+            elif good[kpi.id]:
                 yield from _materializations(kpi, good[kpi.id], single_day=len(days) == 1)
         for kpi in selected:
             for outcome in bad[kpi.id]:
