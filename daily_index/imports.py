@@ -73,7 +73,8 @@ class Problem:
     """`line` for CSV (physical lines, header = 1), `row` for Parquet (first data row = 1)."""
 
     def __str__(self) -> str:
-        where = f"{self.file}, {self.unit} {self.line}"
+        # Line 0: the file as a whole, or a Parquet file's column names.
+        where = f"{self.file}, {self.unit} {self.line}" if self.line else self.file
         if self.column is not None:
             where += f", column {self.column}"
             if self.column_name:
@@ -240,6 +241,7 @@ class _Validator:
         self.values: dict[str, dict[date, float]] = {}
         self.seen: dict[date, int] = {}
         self.date_shape: tuple[str, int] | None = None
+        self.header_line = 0
 
     def problem(self, line: int, column: int | None, message: str, name: str | None = None):
         self.problems.append(Problem(self.name, line, column, message, name, self.unit))
@@ -452,6 +454,7 @@ def _read_csv(validator: _Validator, text: str, kpi_id: str | None) -> None:
             continue
         if header is None:
             header, header_line = row, line
+            validator.header_line = line
             if len(row) == 1 and ";" in row[0]:
                 validator.problem(
                     line, None, "columns are separated by ';'; expected commas (a CSV)"
@@ -555,7 +558,9 @@ def read_import(
         if text is not None:
             _read_csv(validator, text, kpi_id)
     if not validator.problems and not validator.values:
-        validator.problem(0, None, "no values: the file has a header but no data rows")
+        validator.problem(
+            validator.header_line + 1, None, "no values: the file has a header but no data rows"
+        )
     if validator.problems:
         raise ImportValidationError(name, validator.problems)
     wide = len(validator.values) > 1 or kpi_id is None
