@@ -205,17 +205,18 @@ class Ledger:
             return None
         return "no attempts left"
 
-    def apply(self, outcome: Outcome, *, max_attempts: int) -> str | None:
+    def apply(self, outcome: Outcome, *, max_attempts: int, replayed: bool = False) -> str | None:
         """Record one attempt; the row's new status, or None when there is nothing to record.
 
-        None for an endpoint no longer subscribed, and for an outcome the ledger already
-        has (finished no later than the row's last attempt: a journal replayed again).
+        None for an endpoint no longer subscribed, and for a `replayed` journal outcome the
+        ledger already has (finished no later than the row's last attempt). A live
+        outcome is always new, so a clock set back can never make it be dropped.
         """
         row = self.rows.get(outcome.endpoint_id)
         if row is None:
             return None
         last = row["last_attempt_at"]
-        if last is not None and outcome.finished_at <= last:
+        if replayed and last is not None and outcome.finished_at <= last:
             return None
         row["attempts"] = int(row["attempts"]) + 1
         row["first_attempt_at"] = row["first_attempt_at"] or outcome.started_at

@@ -293,7 +293,7 @@ def deliver(
         )
     journal = Journal.for_store(store, day, edition)
     for outcome in journal.replay():
-        ledger.apply(outcome, max_attempts=max_attempts)
+        ledger.apply(outcome, max_attempts=max_attempts, replayed=True)
     todo: list[_Endpoint] = []
     skipped: Counter[str] = Counter()
     for ep in endpoints:
