@@ -271,7 +271,7 @@ def test_history_leaves_out_kpis_whose_source_keeps_no_history(env, replay, tmp_
     assert "KPIs with history)" in done.stdout
     # CoinGecko's /global keeps no history: never asked for, never planned for past days.
     asked = [r.path for r in replay.requests if r.path.endswith("/global")]
-    assert len(asked) == 3  # today's, once per KPI on /global (two dominances, market cap)
+    assert len(asked) == 1  # today's, shared by the three KPIs on /global
     store = LocalObjectStore(tmp_path / "store")
     from daily_index.storage.series import read_fetch_status
 
