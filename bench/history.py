@@ -96,7 +96,9 @@ def run_dagster(kpis, days: int, base_urls: dict[str, str]) -> float:
     from daily_index.defs.resources import KpiSourcesResource, StorageResource
 
     with tempfile.TemporaryDirectory() as tmp:
-        instance = dg.DagsterInstance.local_temp(tempdir=str(Path(tmp) / "dagster"))
+        home = Path(tmp) / "dagster"
+        home.mkdir()
+        instance = dg.DagsterInstance.local_temp(tempdir=str(home))
         first = DEMO_DAY - timedelta(days=days)
         started = time.perf_counter()
         result = dg.materialize(
