@@ -4,6 +4,9 @@
 `last_updated_at`, which must fall on the day; a past day from
 `/coins/{coin}/market_chart/range` (the last point inside that UTC day), asked once for
 every past day of the run (from the first day's 00:00 to the last day's 23:59:59 UTC).
+CoinGecko picks the granularity from the span (documented: 5-minutely up to a day, hourly
+up to 90 days, daily at 00:00 UTC beyond), so the day's last point is about 23:55 in a
+one-day run, 23:00 in a range of up to 90 days and 00:00 in a longer one.
 `coingecko_global` (param `field`, a dotted path into `data` of `/global`): today only, and
 only when `data.updated_at` falls on the day; the keyless API keeps no history of these
 figures, so a past day is an expected gap (`no_history`).
