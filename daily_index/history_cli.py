@@ -31,23 +31,30 @@ from rich.progress import (
 EXIT_OK, EXIT_CONFIG, EXIT_FAILED = 0, 2, 3
 
 
-# Dagster records one "planned" event per partition of a range run unless told to record the
-# range as one (measured: 21 s of 100 s for 1,065 days on SQLite). The price: a failed run
-# does not mark its planned partitions failed, which an import never wants anyway.
-PLANNED_SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+# Dagster's own switches for recording a range run cheaply, set for the import's run (an
+# operator's own value wins). One "planned" event for the range instead of one per partition
+# (measured: 21 s of 100 s for 1,065 days on SQLite; the price, planned partitions not marked
+# failed when the run fails, is what an import wants anyway). Batched writes of the per-day
+# events Dagster derives from a range output (PostgreSQL: 300 days in 0.7 s instead of about
+# 15 s; SQLite writes a batch event by event); events still buffered when the process is
+# killed are recorded by the next import of the file.
+RANGE_RUN_ENV = {
+    "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true",
+    "DAGSTER_EVENT_BATCH_SIZE": "1000",
+}
 
 
 @contextmanager
-def _planned_as_one_event() -> Iterator[None]:
-    previous = os.environ.get(PLANNED_SUBSET_ENV)
-    os.environ[PLANNED_SUBSET_ENV] = "true"
+def _range_run_settings() -> Iterator[None]:
+    previous = {name: os.environ.get(name) for name in RANGE_RUN_ENV}
+    for name, value in RANGE_RUN_ENV.items():
+        os.environ.setdefault(name, value)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(PLANNED_SUBSET_ENV, None)
-        else:
-            os.environ[PLANNED_SUBSET_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
 
 
 @contextmanager
@@ -55,16 +62,24 @@ def _watch_run(instance, run_id: str, bars: _Bars) -> Iterator[None]:
     """Move the recording bar from the run's own count of materialisations.
 
     Dagster records a range output's per-day events itself, after the step yields it, so
-    only the event log knows how far it got.
+    only the event log knows how far it got. The bar counts materialisations and check
+    evaluations: the checks cost as much again.
     """
+    import dagster as dg
+
     stop = threading.Event()
+    kinds = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_CHECK_EVALUATION}
 
     def poll() -> None:
+        cursor, seen = None, 0
         while not stop.wait(0.5):
             try:
-                bars.set("record", instance.get_run_stats(run_id).materializations)
+                # Only the events since the last poll: one small query per tick.
+                page = instance.get_records_for_run(run_id, cursor=cursor, of_type=kinds)
             except Exception:  # noqa: S112 - the run is not created yet, or a busy database
                 continue
+            cursor, seen = page.cursor, seen + len(page.records)
+            bars.set("record", seen)
 
     watcher = threading.Thread(target=poll, daemon=True)
     if bars.enabled:
@@ -239,7 +254,7 @@ def run_import(
         console.print(f"Recording {todo} KPI-day(s) from {window[0]} to {window[1]} in one run ...")
         defs = build_definitions(environ=environ)
         job = defs.resolve_job_def("daily_kpis_job")
-        bars.start("record", todo)
+        bars.start("record", todo * 2)  # each KPI-day's materialisation and its check
         range_tags = (
             {}
             if window[0] == window[1]
@@ -249,7 +264,7 @@ def run_import(
             }
         )
         run_id = str(uuid.uuid4())
-        with _planned_as_one_event(), _watch_run(instance, run_id, bars):
+        with _range_run_settings(), _watch_run(instance, run_id, bars):
             result = job.execute_in_process(
                 run_id=run_id,
                 instance=instance,

@@ -293,9 +293,10 @@ def test_an_import_killed_before_its_run_records_what_landed_on_the_next_try(tmp
 def test_an_import_killed_during_its_run_resumes_without_recording_twice(tmp_path, env):
     days = _days(date(2024, 1, 1), 400)
     path = _history(tmp_path, days)
+    # Batches of 20 events, so that the kill lands between two of them.
     process = subprocess.Popen(
         [*CLI, "import", str(path), "--kpi", "btc_price", "--no-progress"],
-        env=env,
+        env=env | {"DAGSTER_EVENT_BATCH_SIZE": "20"},
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
