@@ -324,7 +324,11 @@ def build_day_table(
 
 
 def day_table_to_dict(table: DayTable) -> dict[str, Any]:
-    """The table as JSON-ready data (without the chart histories), for one build per run."""
+    """The table as JSON-ready data, for one build per run.
+
+    Each row keeps its chart window's history (the PDF's sparklines need it): 90 pairs a KPI,
+    about 2 kB.
+    """
 
     def change(c: Change | None) -> list[Any] | None:
         return None if c is None else [c.value, c.unit]
@@ -346,6 +350,7 @@ def day_table_to_dict(table: DayTable) -> dict[str, Any]:
                 "verdicts": None
                 if row.check is None
                 else [[v.rule, v.passed, v.severity, v.detail] for v in row.check.verdicts],
+                "history": _history_pairs(row, table.day - timedelta(days=table.window_days - 1)),
             }
             for row in table.rows
         ],
@@ -382,9 +387,30 @@ def day_table_from_dict(data: Mapping[str, Any], specs: list[KpiSpec]) -> DayTab
                 check=None
                 if verdicts is None
                 else CheckOutcome(spec.id, day, tuple(Verdict(*v) for v in verdicts)),
+                history=_history_frame(raw.get("history") or []),
             )
         )
     return DayTable(day=day, rows=tuple(rows), window_days=int(data["window_days"]))
+
+
+def _history_pairs(row: KpiRow, start: date) -> list[list[Any]]:
+    history = row.history
+    if history is None or len(history) == 0:
+        return []
+    return [
+        [d.isoformat(), float(v)]
+        for d, v in zip(history["date"], history["value"], strict=True)
+        if d >= start and v is not None and math.isfinite(float(v))
+    ]
+
+
+def _history_frame(pairs: list[list[Any]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "date": [date.fromisoformat(d) for d, _ in pairs],
+            "value": pd.Series([float(v) for _, v in pairs], dtype="float64"),
+        }
+    )
 
 
 def load_day_table(

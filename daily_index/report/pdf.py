@@ -8,23 +8,25 @@ fetcher below refuses the network and any file outside the chart and template fo
 
 from __future__ import annotations
 
+import base64
 import os
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 import jinja2
+import numpy as np
 from weasyprint import CSS, HTML
 from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
 from daily_index.formatting import Change, brief, format_change, format_value, format_zscore
 from daily_index.report.analysis import rank_moves
-from daily_index.report.charts import ChartSet, chart_title
+from daily_index.report.charts import ChartSet, chart_title, daily_values, window_bounds
 from daily_index.report.model import CHANGE_HORIZONS, DayTable, KpiRow, featured
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -173,6 +175,45 @@ def _by_category(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+SPARK_WIDTH, SPARK_HEIGHT = 64.0, 14.0
+
+
+def sparkline(row: KpiRow, start: date, end: date) -> str | None:
+    """The KPI's window as a tiny vector line (an SVG data URI), or None without history.
+
+    Vector, so it is sharp in print and costs a few hundred bytes where a raster sheet of
+    200 sparklines cost 850 kB of the PDF. Only numbers reach the SVG, never KPI text.
+    """
+    values = daily_values(row, start, end)
+    valid = ~np.isnan(values)
+    if valid.sum() < 2:
+        return None
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    span = (high - low) or 1.0
+    step = SPARK_WIDTH / max(len(values) - 1, 1)
+    runs, current = [], []
+    for index, value in enumerate(values):
+        if np.isnan(value):
+            if current:
+                runs.append(current)
+            current = []
+            continue
+        y = SPARK_HEIGHT - 1 - (value - low) / span * (SPARK_HEIGHT - 2)
+        current.append(f"{index * step:.1f},{y:.1f}")
+    if current:
+        runs.append(current)
+    lines = "".join(
+        f'<polyline points="{" ".join(run)}" fill="none" stroke="#2563eb" stroke-width="1"/>'
+        for run in runs
+        if len(run) > 1
+    )
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{SPARK_WIDTH:g}" '
+        f'height="{SPARK_HEIGHT:g}" viewBox="0 0 {SPARK_WIDTH:g} {SPARK_HEIGHT:g}">{lines}</svg>'
+    )
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")
+
+
 def _category_title(category: str) -> str:
     return category.replace("_", " ").capitalize()
 
@@ -208,6 +249,9 @@ def build_context(
 ) -> dict[str, Any]:
     """Everything the template shows, already formatted (the template only lays it out)."""
     rows = [_row_view(row, charts.get(row.kpi_id)) for row in table.rows]
+    start, end = window_bounds(table.day, table.window_days)
+    for view, row in zip(rows, table.rows, strict=True):
+        view["spark"] = sparkline(row, start, end)
     by_id = {row["id"]: row for row in rows}
     shown = {r.kpi_id for r in featured(table)}
     featured_rows = [row for row in rows if row["id"] in shown]
@@ -231,6 +275,7 @@ def build_context(
                 }
             )
     start, end = charts.window
+    brief_only = len(featured_rows) < len(rows)
     return {
         "day": table.day,
         "day_long": table.day.strftime("%A %-d %B %Y"),
@@ -262,8 +307,10 @@ def build_context(
         "movers_by_z": any(r.zscore is not None for r in movers),
         "partial": partial,
         "demo": demo,
-        "overview": [p.resolve().as_uri() for p in charts.overview],
+        # A big registry's brief has the table's sparklines instead of the raster sheets.
+        "overview": [] if brief_only else [p.resolve().as_uri() for p in charts.overview],
         "window": f"{start:%-d %b %Y} – {end:%-d %b %Y}" if start != start.min else "",
+        "window_days": table.window_days,
         "generated_at": _format_generated(generated_at),
         "generation": [(_label(key), value) for key, value in generation.items()],
         "registry_version": _registry_version(generation),

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pypdf
@@ -26,7 +27,7 @@ from daily_index.report.pdf import (
     render_pdf,
     write_pdf,
 )
-from daily_index_tests.report.conftest import GENERATED_AT, make_analysis, make_table
+from daily_index_tests.report.conftest import DAY, GENERATED_AT, make_analysis, make_table
 
 GENERATION = {"registry_version": "1", "run": "abcd1234"}
 
@@ -469,3 +470,19 @@ def test_charts_drawn_only_for_the_brief_and_every_kpi_on_the_sheets(tmp_path):
     assert len(charts.overview) >= 1  # the sparkline sheets still show all 30
     with Image.open(charts.overview[0]) as sheet:
         assert sheet.mode == "P" and len(sheet.getcolors(256) or []) <= 64
+
+
+def test_every_kpi_row_has_a_vector_sparkline_that_survives_the_stored_table(tmp_path):
+    import base64
+
+    from daily_index.report.model import day_table_from_dict, day_table_to_dict
+    from daily_index.report.pdf import sparkline
+
+    table = make_table()
+    stored = day_table_from_dict(day_table_to_dict(table), [r.spec for r in table.rows])
+    start, end = DAY - timedelta(days=table.window_days - 1), DAY
+    for row in stored.rows:
+        uri = sparkline(row, start, end)
+        assert uri is not None and uri.startswith("data:image/svg+xml;base64,")
+        svg = base64.b64decode(uri.split(",", 1)[1]).decode()
+        assert "<polyline" in svg and row.spec.name not in svg  # numbers only, never text
