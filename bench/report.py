@@ -510,7 +510,8 @@ def _run(
             print(f"  reason x{n:<5} {reason}")
         problems = sent.get("subscriber_problems") or []
         if problems:
-            print(f"  subscriber file problems: {len(problems)} (first: {problems[0]})")
+            count = sent.get("subscriber_problem_count", len(problems))
+            print(f"  subscriber file problems: {count} (first: {problems[0]})")
     return 0 if kpis.success and report.success else 1
 
 

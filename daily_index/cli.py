@@ -297,6 +297,9 @@ def run_day(
                         "dagster/asset_partition_range_start": first.isoformat(),
                         "dagster/asset_partition_range_end": last.isoformat(),
                         "trigger": "cli",
+                        # A long history load must not be taken for a dead run by a daemon
+                        # watching the same instance (the job's own limit is 10 minutes).
+                        "dagster/max_runtime": str(max(600, history_days * 60)),
                     },
                 )
                 bars.reset()
