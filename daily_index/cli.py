@@ -266,11 +266,19 @@ def run_day(
     from daily_index.defs.kpis import kpi_key
     from daily_index.defs.report import PDF_KEY
     from daily_index.defs.resources import ConfigurationError, storage_from_env
+    from daily_index.delivery import SubscriberFileError, load_subscribers
 
     try:
         defs = build_definitions(environ=environ)
         kpi_job = defs.resolve_job_def("daily_kpis_job")
         report_job = defs.resolve_job_def("daily_report_job")
+        if report and environ.get("DAILY_INDEX_SUBSCRIBERS_FILE"):
+            # Checked before anything runs: a bad file is a configuration error (exit 2),
+            # not a report run that fails after the KPIs were fetched.
+            load_subscribers(environ["DAILY_INDEX_SUBSCRIBERS_FILE"])
+    except SubscriberFileError as exc:
+        err_console.print(f"[red]Subscriber file error:[/red] {escape(str(exc))}")
+        return EXIT_CONFIG
     except (ConfigurationError, RegistryError) as exc:
         err_console.print(f"[red]Configuration error:[/red] {exc}")
         return EXIT_CONFIG

@@ -277,3 +277,13 @@ def test_history_leaves_out_kpis_whose_source_keeps_no_history(env, replay, tmp_
 
     past = read_fetch_status(store, DEMO_DAY - timedelta(days=1))
     assert "btc_price" in past and "btc_dominance" not in past
+
+
+def test_run_with_a_bad_subscriber_file_is_a_configuration_error(env, replay, tmp_path):
+    bad = tmp_path / "subscribers.csv"
+    bad.write_text("id,urls\nalice,mailto://a@example.org\n", encoding="utf-8")  # no name
+    env = env | {"DAILY_INDEX_SUBSCRIBERS_FILE": str(bad)}
+    done = _cli("run", "--date", DEMO_DAY.isoformat(), "--no-progress", env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "subscribers.csv" in done.stderr
+    assert replay.requests == []  # nothing was fetched
