@@ -1,6 +1,6 @@
 """The KPI assets: one asset key per active KPI (`kpi/<id>`), all fetched in ONE step.
 
-A step per KPI would cost Dagster's per-step overhead 200 times over (see DESIGN.md); one
+A step per KPI would cost Dagster's per-step overhead 200 times over (docs/architecture.md); one
 multi-asset that fetches concurrently costs about one materialisation event per KPI.
 Selecting a subset (re-run one KPI) works because the multi-asset can subset, and a range
 of days in one run works because the backfill policy is single-run and the step fetches
