@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from datetime import date
 from typing import Any
 
@@ -554,11 +553,9 @@ def test_a_429_is_retried_after_retry_after(stub: OpenAIStub, day_table: DayTabl
     stub.script(
         error(429, "slow down", **{"Retry-After": "0"}), completion(json.dumps(good_answer()))
     )
-    started = time.monotonic()
     result = analyse(day_table, settings(stub))
     assert result.analyst == "llm"
     assert len(stub.requests) == 2
-    assert time.monotonic() - started < 2.0
 
 
 def test_persistent_5xx_falls_back_after_bounded_retries(
@@ -575,12 +572,10 @@ def test_persistent_5xx_falls_back_after_bounded_retries(
 
 def test_a_hanging_server_times_out_and_falls_back(stub: OpenAIStub, day_table: DayTable) -> None:
     stub.script(Reply(delay_s=30, body=completion("{}").body))
-    started = time.monotonic()
     result = analyse(day_table, settings(stub, timeout_s=0.3, max_retries=0))
-    elapsed = time.monotonic() - started
     assert result.analyst == "rule-based"
     assert result.fallback_reason.startswith("timed out after 0.3 s")
-    assert elapsed < 3.0
+    assert len(stub.requests) == 1  # gave up on the hanging answer, asked nothing more
     assert result.latency_ms >= 300
 
 
@@ -588,13 +583,10 @@ def test_the_total_budget_bounds_retries_of_a_hanging_server(
     stub: OpenAIStub, day_table: DayTable
 ) -> None:
     stub.script(*[Reply(delay_s=30, body=completion("{}").body)] * 10)
-    started = time.monotonic()
     result = analyse(day_table, settings(stub, timeout_s=0.4, max_retries=10, total_budget_s=1.2))
-    elapsed = time.monotonic() - started
     assert result.analyst == "rule-based"
     assert "budget" in result.fallback_reason
-    assert elapsed < 2.5
-    assert 1 < len(stub.requests) < 10
+    assert 1 < len(stub.requests) < 10  # the budget, not the retry count, ended it
 
 
 def test_an_unreachable_server_falls_back(day_table: DayTable, unused_port: int) -> None:
