@@ -473,6 +473,8 @@ def demo(day: str | None, out_dir: str | None, history: int, no_progress: bool) 
             label=banner,
             history_days=history,
         )
+    from daily_index.defs.resources import BASE_URL_ENV
+
     ui_env = folder / "demo.env"
     ui_env.write_text(
         "".join(
@@ -486,11 +488,18 @@ def demo(day: str | None, out_dir: str | None, history: int, no_progress: bool) 
                 "FRED_API_KEY",
             )
         )
-        # n8n KPIs stay visible in the UI; the replay server itself is gone.
+        # n8n KPIs stay visible in the UI; the replay server itself is gone, so every source
+        # points at a closed port on 127.0.0.1: a run launched from the demo's UI fails
+        # clearly instead of reaching a public API.
         + "DAILY_INDEX_N8N_BASE_URL=http://127.0.0.1:9\n"
+        + "".join(f"{variable}=http://127.0.0.1:9\n" for variable in BASE_URL_ENV.values())
     )
     console.print(f"{banner}data kept in {folder}")
-    console.print(f"Browse the demo in the Dagster UI: set -a; . {ui_env}; set +a; dagster dev")
+    dagster = Path(sys.executable).with_name("dagster")
+    console.print(
+        f"Browse the demo in the Dagster UI: set -a; . {ui_env}; set +a; {dagster} dev",
+        soft_wrap=True,
+    )
     sys.exit(code)
 
 

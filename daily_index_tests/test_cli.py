@@ -254,6 +254,19 @@ def test_demo_runs_on_recorded_data_and_says_so(tmp_path):
     assert done.stdout.count("DEMO DATA") >= 3
     text = _pdf_text(tmp_path / "demo" / "store" / "reports" / f"{DEMO_DAY}.pdf")
     assert "DEMO DATA" in text
+    # The browse hint works from a fresh shell, and the demo's UI never reaches a public API.
+    hint = next(line for line in done.stdout.splitlines() if line.startswith("Browse the demo"))
+    dagster = hint.rsplit(";", 1)[1].split()[0]
+    assert Path(dagster).is_absolute() and Path(dagster).exists(), hint
+    from daily_index.defs.resources import BASE_URL_ENV
+
+    demo_env = dict(
+        line.split("=", 1)
+        for line in (tmp_path / "demo" / "demo.env").read_text().splitlines()
+        if line
+    )
+    for variable in [*BASE_URL_ENV.values(), "DAILY_INDEX_N8N_BASE_URL"]:
+        assert demo_env[variable].startswith("http://127.0.0.1:"), variable
 
 
 def test_history_leaves_out_kpis_whose_source_keeps_no_history(env, replay, tmp_path):
