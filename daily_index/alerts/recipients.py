@@ -18,9 +18,11 @@ from typing import Any
 import yaml
 
 from daily_index.delivery.outbox import outbox_url
-from daily_index.delivery.subscribers import instantiate, redact_url
+from daily_index.delivery.subscribers import as_list, instantiate, redact_url
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A recipient's lists also split on commas (one CSV cell: "btc_price, fear_greed").
+_LIST_SEPARATORS = r"[\s;,]+"
 FIELDS = ("id", "name", "urls", "kpis", "rules")
 
 
@@ -69,16 +71,6 @@ def parse_url_list(raw: str | None, *, variable: str) -> tuple[str, ...]:
                 f"{variable}: URL #{number} ({redact_url(url)}) is not a usable apprise URL"
             )
     return urls
-
-
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v for v in re.split(r"[\s;,]+", value.strip()) if v]
-    if isinstance(value, list | tuple):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [str(value)]
 
 
 def _yaml_entries(text: str) -> list[tuple[int, Any]]:
@@ -131,7 +123,7 @@ def _build(
         raise fail("id", f"must be letters, digits, '_', '.', '-', got {rid[:40]!r}")
     if rid in seen:
         raise fail("id", f"duplicate recipient id {rid!r}")
-    urls = _as_list(entry.get("urls", entry.get("url")))
+    urls = as_list(entry.get("urls", entry.get("url")), _LIST_SEPARATORS)
     if not urls:
         raise fail("urls", "missing: at least one apprise URL")
     for number, url in enumerate(urls, start=1):
@@ -141,13 +133,13 @@ def _build(
                 f"URL #{number} ({redact_url(url)}) is not a usable apprise URL "
                 "(unknown scheme or missing/invalid parts)",
             )
-    kpis = _as_list(entry.get("kpis"))
+    kpis = as_list(entry.get("kpis"), _LIST_SEPARATORS)
     kpis = [] if kpis in (["*"], ["all"]) else kpis
     if known_kpis is not None:
         strange = [k for k in kpis if k not in known_kpis]
         if strange:
             raise fail("kpis", f"unknown KPI id(s): {', '.join(strange[:5])}")
-    rules = _as_list(entry.get("rules"))
+    rules = as_list(entry.get("rules"), _LIST_SEPARATORS)
     rules = [] if rules in (["*"], ["all"]) else rules
     if known_rules is not None:
         strange = [r for r in rules if r not in known_rules]

@@ -190,11 +190,12 @@ def scrub(text: str, urls: list[str | None] | tuple[str | None, ...]) -> str:
     return text
 
 
-def _as_list(value: Any) -> list[str]:
+def as_list(value: Any, separators: str = r"[\s;]+") -> list[str]:
+    """A YAML list, or a string split on `separators` (URLs may hold commas: not by default)."""
     if value is None:
         return []
     if isinstance(value, str):
-        return [v for v in re.split(r"[\s;]+", value.strip()) if v]
+        return [v for v in re.split(separators, value.strip()) if v]
     if isinstance(value, list | tuple):
         return [str(v).strip() for v in value if str(v).strip()]
     return [str(value)]
@@ -205,7 +206,7 @@ def _build(entry: Any, line: int, seen: set[str]) -> Subscriber | Problem:
         return Problem(line, "entry is not a mapping of fields")
     sid = str(entry.get("id") or "").strip()
     name = str(entry.get("name") or "").strip()
-    urls = _as_list(entry.get("urls", entry.get("url")))
+    urls = as_list(entry.get("urls", entry.get("url")))
     fallback = str(entry.get("fallback") or "").strip() or None
     receives = str(entry.get("receives") or "pdf").strip().lower()
     missing = [f for f, v in (("id", sid), ("name", name), ("url", urls)) if not v]
@@ -231,7 +232,7 @@ def _build(entry: Any, line: int, seen: set[str]) -> Subscriber | Problem:
         name=name,
         urls=tuple(urls),
         fallback=fallback,
-        tags=tuple(_as_list(entry.get("tags"))),
+        tags=tuple(as_list(entry.get("tags"))),
         receives=receives,
     )  # type: ignore[arg-type]
 

@@ -309,18 +309,13 @@ class Http:
             tuple(sorted((name, str(value)) for name, value in (params or {}).items())),
             tuple(sorted((headers or {}).items())),
         )
-        try:
-            body, attempts, waited_s = await self.batch.shared(
+        return await self._counted(
+            self.batch.shared(
                 key,
                 lambda: self._call("GET", url, family=family, params=params, headers=headers),
-            )
-        except SourceError as exc:
-            self.attempts += exc.attempts
-            self.waited_s += exc.waited_s
-            raise exc.copy() from None
-        self.attempts += attempts
-        self.waited_s += waited_s
-        return body
+            ),
+            shared=True,
+        )
 
     async def shared(self, key: Any, make: Callable[[Http], Awaitable[T]]) -> T:
         """`make(http)` computed once per batch for `key` (e.g. every page of a range).
@@ -339,31 +334,32 @@ class Http:
                 exc.attempts, exc.waited_s = own.attempts, own.waited_s
                 raise
 
-        try:
-            result, attempts, waited_s = await self.batch.shared(("shared", key), run)
-        except SourceError as exc:
-            self.attempts += exc.attempts
-            self.waited_s += exc.waited_s
-            raise exc.copy() from None
-        self.attempts += attempts
-        self.waited_s += waited_s
-        return result
+        return await self._counted(self.batch.shared(("shared", key), run), shared=True)
 
     async def post_json(
         self, url: str, body: Any, *, family: str, headers: dict[str, str] | None = None
     ) -> Any:
         """POST a JSON body (never shared: each trigger is its own)."""
+        return await self._counted(
+            self._call("POST", url, family=family, json_body=body, headers=headers), shared=False
+        )
+
+    async def _counted(self, call: Awaitable[tuple[T, int, float]], *, shared: bool) -> T:
+        """Await `(result, attempts, waited_s)` and add its cost to this KPI-day, failure too.
+
+        A shared call's error is raised as a copy: every KPI-day that needed it gets its own.
+        """
         try:
-            answer, attempts, waited_s = await self._call(
-                "POST", url, family=family, json_body=body, headers=headers
-            )
+            result, attempts, waited_s = await call
         except SourceError as exc:
             self.attempts += exc.attempts
             self.waited_s += exc.waited_s
+            if shared:
+                raise exc.copy() from None
             raise
         self.attempts += attempts
         self.waited_s += waited_s
-        return answer
+        return result
 
     async def _call(
         self,
