@@ -237,8 +237,7 @@ def _history_selection(
     from daily_index.defs.kpis import kpi_key
     from daily_index.registry import current_registry
 
-    today_text = environ.get("DAILY_INDEX_TODAY")
-    today = date.fromisoformat(today_text) if today_text else datetime.now(UTC).date()
+    today = _default_day(environ)
     specs = current_registry(environ).enabled(dict(environ))
     if kpi_ids:
         specs = [s for s in specs if s.id in kpi_ids]
