@@ -277,10 +277,13 @@ def test_nowhere_to_deliver_or_missing_pdf(store, tmp_path) -> None:
 
 def test_pacer_spaces_sends_per_slack_webhook(monkeypatch) -> None:
     monkeypatch.setitem(send_module.PACING, "slack", (0.2, True))
+    # The waits the pacer asks for, recorded instead of slept: no wall clock in the assertion.
+    slept: list[float] = []
+    monkeypatch.setattr(send_module.time, "sleep", slept.append)
     pacer = send_module._Pacer()
-    begun = time.monotonic()
     for _ in range(3):
         pacer.wait("slack://T1/B1/hook-a")
     pacer.wait("slack://T1/B1/hook-b")  # another webhook is not held back
     pacer.wait("json://127.0.0.1/x")  # unpaced channel
-    assert 0.38 <= time.monotonic() - begun < 0.6
+    assert len(slept) == 2  # the second and third send to hook-a only
+    assert 0.15 < slept[0] <= 0.2 and 0.35 < slept[1] <= 0.4
