@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -61,6 +62,12 @@ class FetchOutcome:
     attempts: int
     # Seconds its calls waited: Retry-After, backoff between attempts, the rate limiter.
     waited_s: float = 0.0
+
+
+def _echoes_secret(update: KPIUpdate, secrets: tuple[str | None, ...]) -> bool:
+    """Whether any secret (4 characters or more, as `redact` treats them) is in the answer."""
+    wire = json.dumps(update.to_wire(), ensure_ascii=False)
+    return any(secret and len(secret) >= 4 and secret in wire for secret in secrets)
 
 
 def _secrets(settings: SourceSettings) -> tuple[str | None, ...]:
@@ -120,6 +127,16 @@ async def fetch_one(
     if isinstance(update, KPIErrorUpdate):
         # Error texts from far ends (n8n) are redacted too: a secret must never be stored.
         update = update.model_copy(update={"error": redact(update.error, secrets)})
+    if _echoes_secret(update, secrets):
+        # A far end (an n8n workflow) that echoes the auth value or a key gets nothing
+        # stored: the value, its metadata and the raw payload would all carry the secret.
+        update = _error(
+            request,
+            "the answer contains a configured secret (the n8n auth value or an API key); "
+            "nothing stored",
+            "echoed_secret",
+            False,
+        )
     return FetchOutcome(
         request=request,
         update=update,

@@ -20,7 +20,7 @@ from daily_index.definitions import build_definitions
 from daily_index.defs.kpis import kpi_key
 from daily_index.replay import DEMO_DAY, Fault
 from daily_index.storage.series import raw_key, series_key
-from daily_index_tests.sources.support import fetch, recorded
+from daily_index_tests.sources.support import FRED_KEY, N8N_SECRET, fetch, recorded
 
 YESTERDAY = DEMO_DAY - timedelta(days=1)
 PAST = date(2026, 10, 6)  # a Tuesday
@@ -280,6 +280,24 @@ def test_n8n_value_says_when_it_was_observed(settings, server):
     assert isinstance(update, KPIDataUpdate)
     assert update.metadata["observedOn"] == "2026-11-24"
     assert update.metadata["observedAt"] == "2026-11-24T05:30:00Z"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"metadata": {"debug": {"headers": {"X-N8N-Auth": N8N_SECRET}}}},
+        {"source": f"n8n (key {FRED_KEY})"},
+        {"unit": N8N_SECRET},
+    ],
+    ids=["auth-in-metadata", "key-in-source", "auth-as-unit"],
+)
+def test_an_answer_echoing_a_secret_stores_nothing_and_says_no_secret(settings, server, fields):
+    server.inject(WEBHOOK, Fault(body=n8n_answer(**fields)))
+    update = fetch(settings, "usdt_dominance").update
+    assert isinstance(update, KPIErrorUpdate), update
+    assert update.error_code == "echoed_secret"
+    wire = json.dumps(update.to_wire())
+    assert N8N_SECRET not in wire and FRED_KEY not in wire
 
 
 # Through Dagster: a stale re-run leaves what was stored untouched
