@@ -1,4 +1,4 @@
-"""Benchmark of a historical import: one KPI, every day the partitions hold, in one run.
+"""Benchmark of a historical import: N KPIs (default 1) x D days (default 1,826), in one run.
 
 Measured in one go, each on a fresh Dagster instance (SQLite in a temporary DAGSTER_HOME,
 and with --postgres a fresh database on the local PostgreSQL):
@@ -11,10 +11,13 @@ Both floors and ours record the range's planned events as one event, as the impo
 (DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS). Prints wall times, the ratios to the
 floors (the target: ours within 1.3x of the floor) and where the import's run spent its time.
 
-The partitions start on 2024-01-01 and end today, so five years (1,826 days) cannot be
-recorded yet: the default is every day from 2024-01-01 to yesterday.
+The default is five years (1,826 days) of one KPI, ending yesterday. `--kpis 200 --days 365`
+is the year of 200 KPIs (73,000 KPI-days): a registry of that many synthetic KPIs and one
+wide CSV; it also prints events per second and the share of the run that is Dagster's own
+bookkeeping (the floor-checks time over ours).
 
-Usage: python bench/imports.py [--days N] [--postgres] [--pg-url postgresql://...]
+Usage: python bench/imports.py [--days D] [--kpis N] [--postgres] [--skip-sqlite]
+       [--pg-url postgresql+psycopg2://...]
 """
 
 import argparse
@@ -32,7 +35,7 @@ from pathlib import Path
 import dagster as dg
 
 ROOT = Path(__file__).resolve().parent.parent
-FIRST = date(2024, 1, 1)
+YESTERDAY = datetime.now(UTC).date() - timedelta(days=1)
 PLANNED_SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 
@@ -59,74 +62,107 @@ def postgres_home(folder: Path, base_url: str) -> Path:
     return home
 
 
-def floor_job(days: int, *, checks: bool) -> dg.JobDefinition:
-    partitions = dg.DailyPartitionsDefinition(start_date=FIRST.isoformat(), timezone="UTC")
-    key = dg.AssetKey(["kpi", "floor"])
+def floor_job(first: date, kpis: int, *, checks: bool) -> dg.JobDefinition:
+    partitions = dg.DailyPartitionsDefinition(start_date=first.isoformat(), timezone="UTC")
+    keys = [dg.AssetKey(["kpi", f"floor_{i:03d}"]) for i in range(kpis)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
-        check_specs = (
-            [dg.AssetCheckSpec("quality", asset=key, partitions_def=partitions)] if checks else []
-        )
+        check_specs = [
+            dg.AssetCheckSpec("quality", asset=key, partitions_def=partitions)
+            for key in (keys if checks else [])
+        ]
 
     @dg.multi_asset(
         name="floor",
-        specs=[dg.AssetSpec(key, skippable=True)],
+        specs=[dg.AssetSpec(key, skippable=True) for key in keys],
         check_specs=check_specs,
         partitions_def=partitions,
         can_subset=True,  # as the KPI step: its check outputs are optional
         backfill_policy=dg.BackfillPolicy.single_run(),
     )
     def floor(context: dg.AssetExecutionContext):
-        for n, partition in enumerate(context.partition_keys):
-            yield dg.AssetMaterialization(
-                key, partition=partition, metadata={"value": 100.0 + n, "source": "bench"}
-            )
-        if checks:
-            for partition in context.partition_keys:
-                yield dg.AssetCheckEvaluation(
-                    asset_key=key,
-                    check_name="quality",
-                    passed=True,
-                    partition=partition,
-                    metadata={"range": "pass"},
+        for key in keys:
+            for n, partition in enumerate(context.partition_keys):
+                yield dg.AssetMaterialization(
+                    key, partition=partition, metadata={"value": 100.0 + n, "source": "bench"}
                 )
+            if checks:
+                for partition in context.partition_keys:
+                    yield dg.AssetCheckEvaluation(
+                        asset_key=key,
+                        check_name="quality",
+                        passed=True,
+                        partition=partition,
+                        metadata={"range": "pass"},
+                    )
 
     return dg.Definitions(assets=[floor]).resolve_implicit_global_asset_job_def()
 
 
-def run_floor(home: Path, days: int, *, checks: bool) -> float:
+def run_floor(home: Path, first: date, days: int, kpis: int, *, checks: bool) -> float:
     os.environ["DAGSTER_HOME"] = str(home)
     instance = dg.DagsterInstance.get()
-    job = floor_job(days, checks=checks)
-    last = FIRST + timedelta(days=days - 1)
+    job = floor_job(first, kpis, checks=checks)
+    last = first + timedelta(days=days - 1)
     started = time.perf_counter()
     result = job.execute_in_process(
         instance=instance,
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         tags={
-            "dagster/asset_partition_range_start": FIRST.isoformat(),
+            "dagster/asset_partition_range_start": first.isoformat(),
             "dagster/asset_partition_range_end": last.isoformat(),
         },
     )
     elapsed = time.perf_counter() - started
-    recorded = len(instance.get_materialized_partitions(dg.AssetKey(["kpi", "floor"])))
+    recorded = len(instance.get_materialized_partitions(dg.AssetKey(["kpi", "floor_000"])))
     assert result.success and recorded == days, (result.success, recorded)  # noqa: S101
     return elapsed
 
 
-def run_ours(folder: Path, home: Path, days: int) -> tuple[float, dict[str, tuple]]:
-    csv_path = folder / "btc_price.csv"
-    rows = [f"{FIRST + timedelta(days=n)},{40000 + n * 0.25!r}" for n in range(days)]
-    csv_path.write_text("date,value\n" + "\n".join(rows) + "\n")
+def kpi_ids(kpis: int) -> list[str]:
+    return ["btc_price"] if kpis == 1 else [f"bench_kpi_{i:03d}" for i in range(kpis)]
+
+
+def write_registry(path: Path, ids: list[str]) -> None:
+    lines = ["version: 1", "kpis:"]
+    for kpi_id in ids:
+        lines += [
+            f"  - id: {kpi_id}",
+            f"    name: Bench KPI {kpi_id}",
+            "    description: Synthetic KPI for the benchmark.",
+            "    type: price",
+            "    unit: USD",
+            f"    source: {{kind: n8n, params: {{webhook: kpi/{kpi_id}}}}}",
+            "    metadata: {source: bench, category: bench}",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_ours(
+    folder: Path, home: Path, first: date, days: int, kpis: int
+) -> tuple[float, dict[str, tuple]]:
+    ids = kpi_ids(kpis)
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
         "DAILY_INDEX_DATA_DIR": str(folder / f"data_{home.name}"),
     }
+    csv_path = folder / "history.csv"
+    if kpis == 1:
+        header, option = "date,value", ["--kpi", ids[0]]
+    else:
+        write_registry(folder / "kpis.yaml", ids)
+        env["DAILY_INDEX_KPIS_FILE"] = str(folder / "kpis.yaml")
+        header, option = "date," + ",".join(ids), []
+    rows = []
+    for n in range(days):
+        values = ",".join(repr(40000 + n * 0.25 + k) for k in range(kpis))
+        rows.append(f"{first + timedelta(days=n)},{values}")
+    csv_path.write_text(header + "\n" + "\n".join(rows) + "\n")
     command = [sys.executable, "-m", "daily_index.cli", "import", str(csv_path)]
     started = time.perf_counter()
     result = subprocess.run(  # noqa: S603 - our own CLI
-        [*command, "--kpi", "btc_price", "--no-progress"],
+        [*command, *option, "--no-progress"],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -138,8 +174,9 @@ def run_ours(folder: Path, home: Path, days: int) -> tuple[float, dict[str, tupl
         raise SystemExit(f"import failed:\n{result.stdout}\n{result.stderr}")
     os.environ["DAGSTER_HOME"] = str(home)
     instance = dg.DagsterInstance.get()
-    recorded = len(instance.get_materialized_partitions(dg.AssetKey(["kpi", "btc_price"])))
-    assert recorded == days, recorded  # noqa: S101
+    for kpi_id in (ids[0], ids[-1]):
+        recorded = len(instance.get_materialized_partitions(dg.AssetKey(["kpi", kpi_id])))
+        assert recorded == days, (kpi_id, recorded)  # noqa: S101
     return elapsed, phases(instance)
 
 
@@ -158,14 +195,16 @@ def phases(instance: dg.DagsterInstance) -> dict[str, tuple]:
     return {k: tuple(v) for k, v in out.items()}
 
 
-def bench(label: str, make_home, days: int) -> None:
+def bench(label: str, make_home, days: int, kpis: int) -> None:
+    first = YESTERDAY - timedelta(days=days - 1)
+    events = days * kpis
     with tempfile.TemporaryDirectory(prefix="bench-imports-") as tmp:
         folder = Path(tmp)
-        floor = run_floor(make_home(folder / "floor"), days, checks=False)
-        floor_checks = run_floor(make_home(folder / "floor_checks"), days, checks=True)
-        ours, spent = run_ours(folder, make_home(folder / "ours"), days)
-    print(f"\n{label}: {days} days x 1 KPI in one run")
-    print(f"  floor         {floor:7.1f} s  ({days / floor:5.0f} partitions/s)")
+        floor = run_floor(make_home(folder / "floor"), first, days, kpis, checks=False)
+        floor_checks = run_floor(make_home(folder / "floor_checks"), first, days, kpis, checks=True)
+        ours, spent = run_ours(folder, make_home(folder / "ours"), first, days, kpis)
+    print(f"\n{label}: {days} days x {kpis} KPI(s) ({events} KPI-days) in one run, from {first}")
+    print(f"  floor         {floor:7.1f} s  ({events / floor:5.0f} partitions/s)")
     print(f"  floor-checks  {floor_checks:7.1f} s")
     run_s = max(last for _, _, last in spent.values())
     print(f"  ours          {ours:7.1f} s  (the whole CLI process, Python start included)")
@@ -174,6 +213,8 @@ def bench(label: str, make_home, days: int) -> None:
     print(f"  ours / floor-checks  {ours / floor_checks:5.2f}x")
     print(f"  run / floor          {run_s / floor:5.2f}x")
     print(f"  run / floor-checks   {run_s / floor_checks:5.2f}x")
+    print(f"  ours: {events / ours:5.0f} KPI-days/s; Dagster's bookkeeping (floor-checks / ours)")
+    print(f"        is {100 * floor_checks / ours:4.0f}% of the import")
     print("  the import's run, by event type (count, first s, last s):")
     for kind, (count, first, last) in sorted(spent.items(), key=lambda kv: kv[1][1]):
         print(f"    {kind:32s} {count:6d} {first:7.1f} {last:7.1f}")
@@ -181,8 +222,8 @@ def bench(label: str, make_home, days: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_days = (datetime.now(UTC).date() - FIRST).days
-    parser.add_argument("--days", type=int, default=default_days)
+    parser.add_argument("--days", type=int, default=1826)
+    parser.add_argument("--kpis", type=int, default=1, help="KPIs in the file (wide CSV if > 1)")
     parser.add_argument("--postgres", action="store_true", help="Also on the local PostgreSQL.")
     # dagster-postgres brings psycopg2; SQLAlchemy 2.1's plain `postgresql` means psycopg 3.
     parser.add_argument("--pg-url", default="postgresql+psycopg2://postgres@127.0.0.1:5432")
@@ -190,9 +231,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ[PLANNED_SUBSET_ENV] = "true"
     if not args.skip_sqlite:
-        bench("SQLite", sqlite_home, args.days)
+        bench("SQLite", sqlite_home, args.days, args.kpis)
     if args.postgres:
-        bench("PostgreSQL", lambda folder: postgres_home(folder, args.pg_url), args.days)
+        pg_home = lambda folder: postgres_home(folder, args.pg_url)  # noqa: E731
+        bench("PostgreSQL", pg_home, args.days, args.kpis)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ def _write(tmp_path: Path, text: str, name: str = "history.csv", encoding="utf-8
 
 
 def test_a_five_year_file_with_every_kind_of_bad_line_reports_each_with_its_line(tmp_path):
-    days = _days(FIRST, 1826)  # 2024-01-01 .. 2028-12-30: the later days have no partition
+    start = date(2024, 1, 1)
+    days = _days(start, 1826)  # 2024-01-01 .. 2028-12-30: the later days have no partition
     lines = ["date,btc_price,eth_price,us_10y_yield,btc_prise"]
     lines += [f"{d},{40000 + n},{2000 + n / 8},," for n, d in enumerate(days)]
     saturday = next(d for d in days if d.weekday() == 5)
@@ -83,9 +84,10 @@ def test_a_five_year_file_with_every_kind_of_bad_line_reports_each_with_its_line
     put(70, '2024-03-09,"1,234.5",2008,,')
     put(80, "2024-03-19,40078,,")
     put(90, "2024-03-29,nan,2010,,")
-    saturday_line = (saturday - FIRST).days + 2
+    saturday_line = (saturday - start).days + 2
     put(saturday_line, f"{saturday},{40000 + saturday_line},2001,4.2,")
-    lines.insert(1, "2023-12-31,39999,1999,,")  # before the first partition: every line moves
+    before = FIRST - timedelta(days=1)
+    lines.insert(1, f"{before},39999,1999,,")  # before the first partition: every line moves
     lines.append("Total,123,456,,")
     path = _write(tmp_path, "\ufeff" + "\n".join(lines) + "\n")
 
@@ -94,7 +96,7 @@ def test_a_five_year_file_with_every_kind_of_bad_line_reports_each_with_its_line
     shift = 1  # the inserted line
     expected = {
         (1, 5): "unknown KPI id 'btc_prise'; did you mean 'btc_price'?",
-        (2, 1): "2023-12-31 is before the first partition (2024-01-01)",
+        (2, 1): f"{before} is before the first partition ({FIRST})",
         (5 + shift, 1): "mixed date formats: '2024/01/04' is YYYY/MM/DD, line 2 is YYYY-MM-DD",
         (10 + shift, 1): "mixed date formats: '09/01/2024' is DD/MM/YYYY or MM/DD/YYYY",
         (20 + shift, 2): "not a number: 'abc'",
@@ -231,16 +233,16 @@ def test_a_bad_file_stores_nothing_and_exits_2(tmp_path, env):
 
 
 def test_the_whole_history_lands_in_one_run_and_reimport_and_overwrite(tmp_path, env):
-    # Every day from the first partition to yesterday: the partitions (2024-01-01 onwards)
-    # do not hold 5 years yet.
-    days = _days(FIRST, (LAST - FIRST).days)
+    # Five years (1,826 days) up to yesterday.
+    days = _days(LAST - timedelta(days=1826), 1826)
+    assert days[0] >= FIRST
     path = _history(tmp_path, days)
     result = _cli("import", str(path), "--kpi", "btc_price", "--no-progress", env=env)
     assert result.returncode == 0, result.stderr
     assert f"Imported btc.csv: {len(days)} KPI-day(s) recorded in run" in result.stdout
     instance = _instance(env)
     assert instance.get_runs_count() == 1
-    assert len(instance.get_materialized_partitions(BTC)) == len(days)
+    assert len(instance.get_materialized_partitions(BTC)) == len(days) == 1826
     latest = instance.get_latest_materialization_event(BTC)
     metadata = latest.asset_materialization.metadata
     assert metadata["source"].value == "import:btc.csv"
