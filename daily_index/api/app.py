@@ -1,0 +1,368 @@
+"""The read API: the KPI list, each KPI's stored series, the day's PDF, a health check.
+
+Every request needs an API key (`Authorization: Bearer <key>` or `X-API-Key: <key>`),
+checked before anything else: without a valid one every path, existing or not, gets the
+same 401, so the answer says nothing about which KPIs or reports exist. Each key has its
+own token bucket (429 with `Retry-After` when it is empty). Bad parameters are a 400 or
+422 naming the parameter; an unreadable store is a 503, never a 500 with a trace.
+
+Series bodies are built by the export code (`daily_index.exports`), so an answer is the
+same bytes `daily-index export --kpi ID --format F` writes for that window: values exactly
+as stored, a day without a value empty (CSV), null (JSON, Parquet), never 0, and the unit
+in the column name (`btc_price [USD]`) and the JSON's `kpis` block.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import date
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from daily_index import exports
+from daily_index.api.cache import ResponseCache, SeriesCache, etag_of
+from daily_index.api.settings import ApiSettings, digest
+from daily_index.registry import KpiSpec, Registry, RegistryError, current_registry
+from daily_index.storage.objectstore import ObjectStore, StorageError
+
+log = logging.getLogger("daily_index.api")
+
+FORMATS = {
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+    "parquet": "application/vnd.apache.parquet",
+}
+SERIES_PARAMETERS = ("from", "to", "format")
+MAX_WINDOW_DAYS = 20_000
+"""The longest window a series request may cover (about 55 years): bounds an answer's size."""
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ID_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def report_key(day: date) -> str:
+    """The stored (and delivered) PDF of a day, as the report's IO manager writes it."""
+    return f"reports/{day.isoformat()}.pdf"
+
+
+def _error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None):
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+class BadParameter(Exception):
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class RateLimiter:
+    """A token bucket per key: `limit` requests per `window_s`, refilled continuously.
+
+    Used from the event loop only (one thread), so it needs no lock.
+    """
+
+    def __init__(self, limit: int, window_s: float):
+        self.limit = limit
+        self.rate = limit / window_s if limit else math.inf
+        self._buckets: dict[int, tuple[float, float]] = {}
+
+    def take(self, key_index: int, now: float | None = None) -> float:
+        """0 when the request may go ahead, else the seconds until it would."""
+        if not self.limit:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        tokens, then = self._buckets.get(key_index, (float(self.limit), now))
+        tokens = min(float(self.limit), tokens + (now - then) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key_index] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key_index] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+
+class ApiKeyGate:
+    """ASGI middleware: the key check and the rate limit, before routing (see module doc)."""
+
+    def __init__(self, app: ASGIApp, settings: ApiSettings):
+        self.app = app
+        self.digests = settings.key_digests
+        self.limiter = RateLimiter(settings.rate_limit, settings.rate_window_s)
+
+    def key_index(self, headers: list[tuple[bytes, bytes]]) -> int | None:
+        presented = None
+        api_key = None
+        for name, value in headers:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    presented = token.strip()
+            elif name == b"x-api-key":
+                api_key = value.strip()
+        presented = presented if presented is not None else api_key
+        if not presented:
+            return None
+        # Compare digests (equal length) against every key, without stopping at a match:
+        # the time taken says nothing about how much of a key was right, or which one.
+        candidate = digest(presented)
+        found = None
+        for index, known in enumerate(self.digests):
+            if hmac.compare_digest(candidate, known):
+                found = index
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        index = self.key_index(scope["headers"])
+        if index is None:
+            response = _error(
+                401,
+                "unauthorized",
+                "a valid API key is required (Authorization: Bearer <key>, or X-API-Key)",
+                {"WWW-Authenticate": 'Bearer realm="daily-index"'},
+            )
+            await response(scope, receive, send)
+            return
+        wait = self.limiter.take(index)
+        if wait > 0:
+            retry_after = max(1, math.ceil(wait))
+            response = _error(
+                429,
+                "rate_limited",
+                f"this key's limit is {self.limiter.limit} requests per "
+                f"{self.limiter.limit / self.limiter.rate:g} s; retry in {retry_after} s",
+                {"Retry-After": str(retry_after)},
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["api_key"] = f"key#{index + 1}"
+        await self.app(scope, receive, send)
+
+
+def _one(request: Request, name: str) -> str | None:
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise BadParameter(422, f"query parameter {name!r} is given {len(values)} times")
+    return values[0] if values else None
+
+
+def parse_day(value: str, where: str) -> date:
+    """A date as YYYY-MM-DD (nothing else), or BadParameter naming `where`."""
+    if not _DATE_RE.fullmatch(value):
+        raise BadParameter(422, f"{where}: expected a date as YYYY-MM-DD, got {value[:40]!r}")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise BadParameter(422, f"{where}: {value!r} is not a calendar date") from None
+
+
+class ReadApi:
+    """The endpoints, over one store and the registry in use."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        store: ObjectStore,
+        environ: Mapping[str, str] | None = None,
+    ):
+        self.settings = settings
+        self.store = store
+        self.environ = dict(environ) if environ is not None else None
+        self.series = SeriesCache(store, settings.cache_ttl_s)
+        self.answers = ResponseCache()
+        self._registry: Registry = current_registry(self.environ)
+
+    def registry(self) -> Registry:
+        """The registry in use; a file made invalid while serving keeps the last good one."""
+        try:
+            self._registry = current_registry(self.environ)
+        except RegistryError as exc:
+            log.warning("registry not reloaded, serving the last valid one: %s", exc)
+        return self._registry
+
+    def spec(self, kpi_id: str) -> KpiSpec | None:
+        if not _ID_RE.fullmatch(kpi_id):
+            return None
+        for spec in self.registry().kpis:
+            if spec.id == kpi_id:
+                return spec
+        return None
+
+    async def _read(self, function: Callable[..., Any], *args: Any, cheap: bool) -> Any:
+        # Reads that wait on the network go to a worker thread; a cache hit stays on the loop.
+        return function(*args) if cheap else await run_in_threadpool(function, *args)
+
+    async def health(self, request: Request) -> Response:
+        registry = self.registry()
+        try:
+            await run_in_threadpool(self.store.list, "kpi/")
+        except StorageError as exc:
+            log.error("health: storage unreachable: %s", exc)
+            return _error(503, "storage_unavailable", "the store cannot be read")
+        return JSONResponse(
+            {"status": "ok", "registry_version": registry.version, "kpis": len(registry.kpis)}
+        )
+
+    async def kpis(self, request: Request) -> Response:
+        if request.query_params:
+            raise BadParameter(400, "this endpoint takes no query parameters")
+        specs = self.registry().kpis
+        cheap = all(self.series.is_cheap(spec.id) for spec in specs)
+        stored = await self._read(lambda: [self.series.get(spec.id) for spec in specs], cheap=cheap)
+        listing = [
+            {
+                "id": spec.id,
+                "name": spec.name,
+                "unit": spec.unit,
+                "type": spec.type,
+                "category": spec.metadata.category,
+                "description": spec.description,
+                "active": spec.active,
+                "first_day": series.first.isoformat() if series.first else None,
+                "last_day": series.last.isoformat() if series.last else None,
+                "observations": len(series.rows),
+            }
+            for spec, series in zip(specs, stored, strict=True)
+        ]
+        return JSONResponse({"kpis": listing})
+
+    async def series_of(self, request: Request) -> Response:
+        unknown = sorted(set(request.query_params) - set(SERIES_PARAMETERS))
+        if unknown:
+            raise BadParameter(
+                400,
+                f"unknown query parameter {unknown[0][:40]!r} "
+                f"(known: {', '.join(SERIES_PARAMETERS)})",
+            )
+        fmt = _one(request, "format") or "json"
+        if fmt not in FORMATS:
+            raise BadParameter(
+                422, f"format: expected one of {', '.join(FORMATS)}, got {fmt[:40]!r}"
+            )
+        start_text, end_text = _one(request, "from"), _one(request, "to")
+        start = parse_day(start_text, "from") if start_text is not None else None
+        end = parse_day(end_text, "to") if end_text is not None else None
+        if start and end and start > end:
+            raise BadParameter(422, f"from ({start}) is after to ({end})")
+        kpi_id = request.path_params["kpi_id"]
+        spec = self.spec(kpi_id)
+        if spec is None:
+            return _error(404, "not_found", "no KPI with this id")
+        try:
+            stored = await self._read(self.series.get, spec.id, cheap=self.series.is_cheap(spec.id))
+        except StorageError as exc:
+            log.error("series %s: %s", spec.id, exc)
+            return _error(
+                503, "storage_unavailable", f"the stored series of {spec.id!r} cannot be read"
+            )
+        first, last = start or stored.first, end or stored.last
+        if first and last and (last - first).days + 1 > MAX_WINDOW_DAYS:
+            raise BadParameter(
+                422,
+                f"the window {first} to {last} is {(last - first).days + 1} days; "
+                f"at most {MAX_WINDOW_DAYS} (narrow it with from and to)",
+            )
+        cache_key = (spec.id, stored.version, spec.name, spec.unit, start, end, fmt)
+        answer = self.answers.get(cache_key)
+        if answer is None:
+            data = exports.collect(self.series, [spec], start=start, end=end)
+            answer = self.answers.put(cache_key, exports.render(data, fmt, "wide"))  # type: ignore[arg-type]
+        body, etag = answer
+        headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+        if fmt != "json":
+            window = f"{first or 'empty'}_{last or 'empty'}"
+            headers["Content-Disposition"] = f'attachment; filename="{spec.id}_{window}.{fmt}"'
+        if etag in _if_none_match(request):
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type=FORMATS[fmt], headers=headers)
+
+    async def report(self, request: Request) -> Response:
+        if request.query_params:
+            raise BadParameter(400, "this endpoint takes no query parameters")
+        day = parse_day(request.path_params["day"], "date")
+        try:
+            data = await run_in_threadpool(self.store.read_bytes, report_key(day))
+        except StorageError as exc:
+            log.error("report %s: %s", day, exc)
+            return _error(503, "storage_unavailable", f"the report of {day} cannot be read")
+        if data is None:
+            return _error(404, "not_found", f"no report is stored for {day}")
+        etag = etag_of(data)
+        headers = {
+            "ETag": etag,
+            "Cache-Control": "private, no-cache",
+            "Content-Disposition": f'inline; filename="daily-index-{day}.pdf"',
+        }
+        if etag in _if_none_match(request):
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type="application/pdf", headers=headers)
+
+
+def _if_none_match(request: Request) -> set[str]:
+    header = request.headers.get("if-none-match")
+    return {tag.strip() for tag in header.split(",")} if header else set()
+
+
+def _handle(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except BadParameter as exc:
+            return _error(exc.status, "invalid_request", exc.detail)
+
+    return wrapped
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _error(exc.status_code, code, str(exc.detail), exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s", request.url.path)
+    return _error(500, "internal_error", "the server failed on this request; see its log")
+
+
+def create_app(
+    *,
+    settings: ApiSettings,
+    store: ObjectStore,
+    environ: Mapping[str, str] | None = None,
+) -> ASGIApp:
+    """The ASGI application of `daily-index serve-api`.
+
+    Args:
+        settings: keys, rate limit and cache settings (`ApiSettings.from_env`).
+        store: where the series and reports are read from.
+        environ: where the registry's location is read (default: the process environment).
+
+    Raises:
+        RegistryError: the registry in use is not valid.
+    """
+    api = ReadApi(settings, store, environ)
+    routes = [
+        Route("/v1/health", _handle(api.health), methods=["GET"]),
+        Route("/v1/kpis", _handle(api.kpis), methods=["GET"]),
+        Route("/v1/kpis/{kpi_id}/series", _handle(api.series_of), methods=["GET"]),
+        Route("/v1/reports/{day}", _handle(api.report), methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+    )
+    return ApiKeyGate(app, settings)
