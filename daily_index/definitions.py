@@ -28,6 +28,7 @@ from daily_index.defs.automation import (
 from daily_index.defs.charts import build_charts_asset
 from daily_index.defs.delivery import build_delivery_asset
 from daily_index.defs.kpis import build_kpi_assets, kpi_key
+from daily_index.defs.news import build_news_assets, news_from_env
 from daily_index.defs.report import build_pdf_asset
 from daily_index.defs.resources import build_resources
 from daily_index.registry import Registry, current_registry
@@ -47,6 +48,7 @@ def build_definitions(
         build_analysis_asset(kpis=kpis),
         build_pdf_asset(kpis=kpis, registry_version=registry.version),
         build_delivery_asset(),
+        *build_news_assets(kpis=kpis),
     ]
     assets = [
         a.map_asset_specs(lambda spec: spec.replace_attributes(owners=OWNERS)) for a in assets
@@ -68,7 +70,7 @@ def build_definitions(
                 )
             ),
         ],
-        resources=build_resources(env),
+        resources={**build_resources(env), "news": news_from_env(env)},
     )
 
 

@@ -10,8 +10,10 @@ from daily_index.defs.partitions import daily_partitions
 from daily_index.defs.resources import AnalystResource, StorageResource
 from daily_index.registry import KpiSpec
 from daily_index.report.analysis import analyse
+from daily_index.report.evidence import read_evidence
 
 ANALYSIS_KEY = dg.AssetKey(["report", "analysis"])
+EVIDENCE_KEY = dg.AssetKey(["report", "evidence"])
 
 
 def build_analysis_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
@@ -20,7 +22,7 @@ def build_analysis_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
         group_name="report",
         partitions_def=daily_partitions,
         # The day table comes from report/charts: one table per report run.
-        deps=[CHARTS_KEY, *(kpi_key(k.id) for k in kpis)],
+        deps=[CHARTS_KEY, EVIDENCE_KEY, *(kpi_key(k.id) for k in kpis)],
         io_manager_key="artifact_io_manager",
         kinds={"openai", "json"},
     )
@@ -38,8 +40,10 @@ def build_analysis_asset(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
         report says which one did. Stored as `analysis/<date>.json`.
         """
         day = date.fromisoformat(context.partition_key)
-        table = stored_day_table(storage.get_store(), kpis, day)
-        result = analyse(table, analyst.llm_settings())
+        store = storage.get_store()
+        table = stored_day_table(store, kpis, day)
+        # Related headlines and analog days (report/evidence), handed over as data.
+        result = analyse(table, analyst.llm_settings(), evidence=read_evidence(store, day))
         if result.fallback_reason:
             context.log.warning(
                 f"LLM analysis failed, rule-based analyst used: {result.fallback_reason}"

@@ -123,7 +123,8 @@ REPORT_DAY_TAG = "daily_index/report_day"
 daily_report_job = dg.define_asset_job(
     name="daily_report_job",
     # Partitioned by daily_partitions through its assets (`partitions_def=` here is deprecated).
-    selection=dg.AssetSelection.key_prefixes(["report"]),
+    # The day's headlines are fetched in the report run: the report is what reads them.
+    selection=dg.AssetSelection.key_prefixes(["report"], ["news"]),
     # Every run of the job gets its day as a tag, however it starts (sensor, UI, backfill,
     # `dagster job launch`): dagster.yaml lets one report run per day run at a time.
     config=dg.PartitionedConfig(

@@ -18,6 +18,7 @@ from daily_index.defs.charts import CHARTS_KEY, stored_charts, stored_day_table
 from daily_index.defs.partitions import daily_partitions
 from daily_index.defs.resources import ReportSettingsResource, StorageResource
 from daily_index.registry import KpiSpec
+from daily_index.report.evidence import read_evidence
 
 PDF_KEY = dg.AssetKey(["report", "pdf"])
 
@@ -99,6 +100,7 @@ def build_pdf_asset(*, kpis: list[KpiSpec], registry_version: int) -> dg.AssetsD
                 },
                 demo=report_settings.demo,
                 appendix=report_settings.appendix,
+                evidence=read_evidence(store, day),
             )
             data = info.path.read_bytes()
             preview_png = page_one_png(info.path, workdir)

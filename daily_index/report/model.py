@@ -452,3 +452,21 @@ def featured(table: DayTable) -> list[KpiRow]:
     ]
     notable.sort(key=lambda r: (not r.is_problem, -abs(r.zscore or 0.0)))
     return notable[:FEATURED_MAX]
+
+
+UNUSUAL_MAX = 24
+"""Unusual moves given related headlines at most (the brief's featured charts, likewise)."""
+
+
+def unusual_moves(table: DayTable) -> list[KpiRow]:
+    """The day's unusual moves (|z| >= FEATURE_ZSCORE), most unusual first.
+
+    At most UNUSUAL_MAX: the moves the report looks for related headlines for.
+    """
+    moved = [
+        r
+        for r in table.rows
+        if r.value is not None and r.zscore is not None and abs(r.zscore) >= FEATURE_ZSCORE
+    ]
+    moved.sort(key=lambda r: (-abs(r.zscore or 0.0), r.kpi_id))
+    return moved[:UNUSUAL_MAX]

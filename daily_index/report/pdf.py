@@ -27,7 +27,8 @@ from weasyprint.urls import FatalURLFetchingError, URLFetcher
 from daily_index.formatting import Change, brief, format_change, format_value, format_zscore
 from daily_index.report.analysis import rank_moves
 from daily_index.report.charts import ChartSet, chart_title, daily_values, window_bounds
-from daily_index.report.model import CHANGE_HORIZONS, DayTable, KpiRow, featured
+from daily_index.report.evidence import Evidence
+from daily_index.report.model import CHANGE_HORIZONS, DayTable, KpiRow, featured, unusual_moves
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -236,6 +237,65 @@ def _format_generated(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _safe_link(link: Any) -> str | None:
+    """An http(s) link for an <a href>, else None (a `javascript:` link is never a link)."""
+    text = str(link or "").strip()
+    return text if urlsplit(text).scheme.lower() in ("http", "https") else None
+
+
+def evidence_context(evidence: Evidence | None, table: DayTable) -> dict[str, Any]:
+    """The related headlines beside each unusual move, and the analog days, formatted."""
+    names = {r.kpi_id: r for r in table.rows}
+    moves = []
+    for row in unusual_moves(table):
+        items = (evidence.related.get(row.kpi_id) if evidence else None) or []
+        moves.append(
+            {
+                "name": row.spec.name,
+                "change": format_change(row.changes.get(1)),
+                "cls": _change_class(row.changes.get(1)),
+                "zscore": format_zscore(row.zscore),
+                "headlines": [
+                    {
+                        "title": str(h.get("title") or ""),
+                        "source": str(h.get("source") or ""),
+                        "link": _safe_link(h.get("link")),
+                        "published": str(h.get("published") or "")[:16].replace("T", " "),
+                        "score": f"{float(h.get('score') or 0):.2f}",
+                    }
+                    for h in items
+                ],
+            }
+        )
+    analogs = evidence.analogs if evidence else None
+    followed = []
+    for f in analogs.followed if analogs else []:
+        row = names.get(f.kpi_id)
+        followed.append(
+            {
+                "name": row.spec.name if row else f.kpi_id,
+                "horizon": f"{f.horizon} days",
+                "median": format_change(Change(f.median, f.unit)),
+                "range": f"{format_change(Change(f.low, f.unit))} to "
+                f"{format_change(Change(f.high, f.unit))}",
+                "count": f.count,
+            }
+        )
+    return {
+        "news_message": evidence.news_message if evidence else "news not collected for this day",
+        "news_ok": bool(evidence and evidence.news_state == "ok"),
+        "unusual": moves,
+        "analog_days": [
+            {"day": d.day.isoformat(), "similarity": f"{d.similarity:.2f}", "kpis": d.overlap}
+            for d in (analogs.days if analogs else [])
+        ],
+        "analog_reason": (analogs.reason if analogs else None)
+        or ("" if analogs else "analog days not computed for this day"),
+        "analog_kpis": analogs.kpis_today if analogs else 0,
+        "followed": followed,
+    }
+
+
 def build_context(
     *,
     table: DayTable,
@@ -246,6 +306,7 @@ def build_context(
     generation: dict[str, str],
     demo: bool,
     appendix: bool = False,
+    evidence: Evidence | None = None,
 ) -> dict[str, Any]:
     """Everything the template shows, already formatted (the template only lays it out)."""
     rows = [_row_view(row, charts.get(row.kpi_id)) for row in table.rows]
@@ -314,6 +375,7 @@ def build_context(
         "generated_at": _format_generated(generated_at),
         "generation": [(_label(key), value) for key, value in generation.items()],
         "registry_version": _registry_version(generation),
+        **evidence_context(evidence, table),
     }
 
 
@@ -357,6 +419,7 @@ def render_pdf(
     generation: dict[str, str],
     demo: bool = False,
     appendix: bool = False,
+    evidence: Evidence | None = None,
 ) -> PdfInfo:
     """Render the day's report to `out_path` (written atomically).
 
@@ -372,6 +435,8 @@ def render_pdf(
         demo: Synthetic data: a "DEMO DATA" banner on every page.
         appendix: Add the full chart of every KPI at the end (the brief shows only the
             charts of what moved, crossed a threshold or failed).
+        evidence: Related headlines and analog days (`report/evidence`); their text is
+            untrusted and escaped like the rest.
 
     Returns:
         The path, page count and size in bytes.
@@ -385,5 +450,6 @@ def render_pdf(
         generation=generation,
         demo=demo,
         appendix=appendix,
+        evidence=evidence,
     )
     return write_pdf(render_html(context), out_path, allowed_dirs=[charts.out_dir])
