@@ -51,10 +51,10 @@ def report_payload(
     pdf_path: Path,
     *,
     partial: bool,
-    link_base: str | None,
     demo: bool,
     edition: str | None = None,
 ) -> ReportPayload:
+    """The day's message; `deliver` adds the PDF or a link to it, channel by channel."""
     prefix = edition_title_prefix(edition) + ("[DEMO DATA] " if demo else "")
     risks = "\n".join(f"- {risk}" for risk in analysis.get("risks", [])[:5])
     body = (
@@ -63,12 +63,10 @@ def report_payload(
         else analysis.get("summary", "")
     )
     body += f"\n\n{analysis.get('analyst_label', '')}"
-    link = f"{link_base.rstrip('/')}/reports/{day}.pdf" if link_base else None
     return ReportPayload(
         title=f"{prefix}Daily Index {day}: {analysis.get('headline', '')}",
         body=body,
         pdf_path=pdf_path,
-        link=link,
         partial=partial,
     )
 
@@ -119,10 +117,12 @@ def run_delivery(
                 analysis,
                 pdf_path,
                 partial=partial,
-                link_base=delivery.report_link_base,
                 demo=demo,
                 edition=edition,
             ),
+            attach_policy=delivery.attach_policy(),
+            link_base=delivery.report_link_base,
+            link_expiry_s=delivery.link_expiry_s,
             concurrency=delivery.concurrency,
             max_attempts=delivery.max_attempts,
             resend_failed=resend_failed,
@@ -221,6 +221,18 @@ def build_delivery_asset() -> dg.AssetsDefinition:
         )
         if summary.unserved:
             context.log.warning(f"{unserved_text(summary)}; see {ledger}")
+        if summary.no_link:
+            context.log.warning(
+                f"{summary.no_link} endpoint(s) got the summary without the PDF or a link: "
+                "their channel takes no file of this size and no link is available (set "
+                "DAILY_INDEX_REPORT_LINK_BASE, or use S3/R2 storage for presigned links)"
+            )
+        if summary.report_differs:
+            context.log.warning(
+                f"reports/{day}.pdf differs from the copy this edition was first delivered "
+                f"with ({summary.report_key}): that copy was sent, so every endpoint of the "
+                "edition has the same file; deliver the rebuilt report as a new edition"
+            )
         return dg.MaterializeResult(
             metadata={
                 "sent": summary.sent,
@@ -234,6 +246,15 @@ def build_delivery_asset() -> dg.AssetsDefinition:
                 "endpoints": summary.total,
                 "elapsed_s": round(summary.elapsed_s, 2),
                 "by_channel": dg.MetadataValue.json(summary.by_channel),
+                # What the endpoints sent this run got: file, link, no link, summary.
+                "delivered": dg.MetadataValue.json(summary.by_delivery),
+                "no_link": summary.no_link,
+                "link": summary.link,
+                "link_expires_at": (
+                    summary.link_expires_at.isoformat() if summary.link_expires_at else None
+                ),
+                "report_copy": summary.report_key,
+                "report_differs": summary.report_differs,
                 # The first 20 skipped entries; all of them are counted, with their lines.
                 "subscriber_problems": dg.MetadataValue.json(problems["first"]),
                 "subscriber_problem_count": problems["count"],

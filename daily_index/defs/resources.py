@@ -16,6 +16,12 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from daily_index.delivery.channels import (
+    ATTACH_LIMITS_ENV,
+    AttachLimitsError,
+    AttachPolicy,
+    parse_attach_limits,
+)
 from daily_index.report.analysis import ENV_API_KEY, PRESETS, LlmSettings
 from daily_index.sources.base import (
     DEFAULT_BASE_URLS,
@@ -31,6 +37,9 @@ from daily_index.storage.series import KpiSeriesStore
 DEFAULT_DATA_DIR = ".data/store"
 R2_ENDPOINT_TEMPLATE = "https://{account_id}.r2.cloudflarestorage.com"
 DEFAULT_OUTBOX_DIR = ".data/outbox"
+DEFAULT_LINK_EXPIRY_S = 7 * 86_400
+MAX_LINK_EXPIRY_S = 7 * 86_400
+"""SigV4 presigned URLs (S3, R2) live at most 7 days."""
 
 
 class ConfigurationError(ValueError):
@@ -293,7 +302,7 @@ class AnalystResource(dg.ConfigurableResource):
 
 
 class DeliveryResource(dg.ConfigurableResource):
-    """Who receives the report and how fast we may send."""
+    """Who receives the report, how fast we may send, and which channels get the PDF."""
 
     subscribers_file: str | None = None
     outbox_dir: str = DEFAULT_OUTBOX_DIR
@@ -301,8 +310,19 @@ class DeliveryResource(dg.ConfigurableResource):
     max_attempts: int = 3
     report_link_base: str | None = Field(
         default=None,
-        description="Public URL prefix of reports/ (e.g. an R2 public bucket) for link delivery.",
+        description="Public URL of the store's root (e.g. an R2 public bucket); links are "
+        "<base>/reports/delivered/<date>.pdf. Takes precedence over presigned links.",
     )
+    attach_limits: str | None = Field(
+        default=None,
+        description="Per-scheme attachment limits over the defaults, e.g. 'mailto=7MB,json=0'.",
+    )
+    link_expiry_s: int = Field(
+        default=DEFAULT_LINK_EXPIRY_S, description="How long a presigned report link works."
+    )
+
+    def attach_policy(self) -> AttachPolicy:
+        return AttachPolicy(parse_attach_limits(self.attach_limits))
 
 
 class ReportSettingsResource(dg.ConfigurableResource):
@@ -344,12 +364,30 @@ def delivery_from_env(environ: Mapping[str, str]) -> DeliveryResource:
         raise ConfigurationError(
             f"DAILY_INDEX_SUBSCRIBERS_FILE points at {subscribers!r}, which is not a file"
         )
+    attach_limits = environ.get(ATTACH_LIMITS_ENV) or None
+    try:
+        parse_attach_limits(attach_limits)
+    except AttachLimitsError as exc:
+        raise ConfigurationError(str(exc)) from None
+    expiry = env_int(environ, "DAILY_INDEX_REPORT_LINK_EXPIRY_S", DEFAULT_LINK_EXPIRY_S, minimum=1)
+    if expiry > MAX_LINK_EXPIRY_S:
+        raise ConfigurationError(
+            f"DAILY_INDEX_REPORT_LINK_EXPIRY_S must be at most {MAX_LINK_EXPIRY_S} (7 days, the "
+            f"longest a presigned S3/R2 URL lives), got {expiry}"
+        )
+    link_base = (environ.get("DAILY_INDEX_REPORT_LINK_BASE") or "").strip() or None
+    if link_base and not link_base.startswith(("https://", "http://")):
+        raise ConfigurationError(
+            f"DAILY_INDEX_REPORT_LINK_BASE must be an http(s):// URL, got {link_base[:80]!r}"
+        )
     return DeliveryResource(
         subscribers_file=subscribers,
         outbox_dir=environ.get("DAILY_INDEX_OUTBOX_DIR", DEFAULT_OUTBOX_DIR),
         concurrency=env_int(environ, "DAILY_INDEX_DELIVERY_CONCURRENCY", 64),
         max_attempts=env_int(environ, "DAILY_INDEX_DELIVERY_MAX_ATTEMPTS", 3),
-        report_link_base=environ.get("DAILY_INDEX_REPORT_LINK_BASE") or None,
+        report_link_base=link_base,
+        attach_limits=attach_limits,
+        link_expiry_s=expiry,
     )
 
 

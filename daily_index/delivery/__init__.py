@@ -1,6 +1,17 @@
 """Delivery of the daily report to every subscriber (apprise, with a per-endpoint ledger)."""
 
-from daily_index.delivery.ledger import COLUMNS, ledger_key, read_ledger, validate_edition
+from daily_index.delivery.channels import (
+    AttachLimitsError,
+    AttachPolicy,
+    parse_attach_limits,
+)
+from daily_index.delivery.ledger import (
+    COLUMNS,
+    delivered_pdf_key,
+    ledger_key,
+    read_ledger,
+    validate_edition,
+)
 from daily_index.delivery.send import (
     PARTIAL_DISCLAIMER,
     DeliverySummary,
@@ -21,6 +32,8 @@ from daily_index.delivery.subscribers import (
 
 __all__ = [
     "COLUMNS",
+    "AttachLimitsError",
+    "AttachPolicy",
     "PARTIAL_DISCLAIMER",
     "DeliverySummary",
     "Problem",
@@ -29,9 +42,11 @@ __all__ = [
     "SubscriberFileError",
     "SubscriberList",
     "deliver",
+    "delivered_pdf_key",
     "ledger_key",
     "load_subscribers",
     "outbox_subscriber",
+    "parse_attach_limits",
     "problems_message",
     "problems_summary",
     "read_ledger",

@@ -63,8 +63,14 @@ SCHEMA = pa.schema(
         ("sent_at", pa.timestamp("us", tz="UTC")),
         ("via_fallback", pa.bool_()),
         ("uncertain", pa.bool_()),
+        ("delivered", pa.string()),
+        ("link_expires_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+"""`delivered` is what the last attempt sent: `file` (the PDF attached), `link` (the
+summary and a link), `no link` (the summary; neither the PDF nor a link could go) or
+`summary` (asked for). `link_expires_at` is a presigned link's expiry (null: a base-URL
+link, or no link). The link itself is never stored: a presigned one is a credential."""
 COLUMNS = tuple(SCHEMA.names)
 
 
@@ -95,6 +101,15 @@ def _stem(day: date, edition: str | None) -> str:
 def ledger_key(day: date, edition: str | None = None) -> str:
     """`delivery/<date>.parquet`, or `delivery/<date>.<edition>.parquet` for an edition."""
     return f"delivery/{_stem(day, edition)}.parquet"
+
+
+def delivered_pdf_key(day: date, edition: str | None = None) -> str:
+    """The edition's delivered PDF: `reports/delivered/<date>[.<edition>].pdf`.
+
+    Links point here, and it is written once, so a rebuilt `reports/<date>.pdf` never
+    changes what an edition's subscribers were sent.
+    """
+    return f"reports/delivered/{_stem(day, edition)}.pdf"
 
 
 def now_utc() -> datetime:
@@ -129,6 +144,9 @@ class Outcome:
     uncertain: bool = False
     gone: bool = False
     """The endpoint answered 410 Gone: it is dead at once, whatever attempts are left."""
+    delivered: str | None = None
+    """What was sent (file, link, no link, summary); None when nothing could be tried."""
+    link_expires_at: datetime | None = None
 
 
 class Ledger:
@@ -143,11 +161,12 @@ class Ledger:
             row["endpoint_id"]: row for row in read_ledger(store, day, edition).to_dict("records")
         }
         for row in self.rows.values():
-            for column in ("first_attempt_at", "last_attempt_at", "sent_at"):
-                if pd.isna(row[column]):
+            # A ledger written before a column existed reads with it missing.
+            for column in ("first_attempt_at", "last_attempt_at", "sent_at", "link_expires_at"):
+                if pd.isna(row.get(column)):
                     row[column] = None
-            for column in ("last_error", "fallback_url"):
-                if not isinstance(row[column], str):
+            for column in ("last_error", "fallback_url", "delivered"):
+                if not isinstance(row.get(column), str):
                     row[column] = None
 
     def ensure(
@@ -176,6 +195,8 @@ class Ledger:
                 "sent_at": None,
                 "via_fallback": False,
                 "uncertain": False,
+                "delivered": None,
+                "link_expires_at": None,
             }
             self.rows[endpoint_id] = row
         # The subscriber file may have changed since the last run: keep the URLs current.
@@ -222,6 +243,9 @@ class Ledger:
         row["first_attempt_at"] = row["first_attempt_at"] or outcome.started_at
         row["last_attempt_at"] = outcome.finished_at
         row["uncertain"] = outcome.uncertain
+        if outcome.delivered is not None:
+            row["delivered"] = outcome.delivered
+            row["link_expires_at"] = outcome.link_expires_at
         if outcome.ok:
             row.update(
                 status="sent",
@@ -299,6 +323,12 @@ class Journal:
                         error=entry.get("error"),
                         via_fallback=entry.get("via_fallback", False),
                         gone=entry.get("gone", False),
+                        delivered=entry.get("delivered"),
+                        link_expires_at=(
+                            datetime.fromisoformat(entry["link_expires_at"])
+                            if entry.get("link_expires_at")
+                            else None
+                        ),
                     )
                 )
         outcomes += [
@@ -364,6 +394,10 @@ class Journal:
                 "error": outcome.error,
                 "via_fallback": outcome.via_fallback,
                 "gone": outcome.gone,
+                "delivered": outcome.delivered,
+                "link_expires_at": (
+                    outcome.link_expires_at.isoformat() if outcome.link_expires_at else None
+                ),
             }
         )
 

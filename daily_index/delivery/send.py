@@ -4,24 +4,43 @@ Each primary channel URL of each subscriber is an endpoint (`<subscriber>:primar
 `<subscriber>:primary-2`, ...) and one ledger row. A run tries each eligible endpoint
 once: the primary URL, then the subscriber's fallback URL if the primary failed.
 Concurrency is a bounded thread pool; channels with published rate limits are paced.
+
+Each endpoint gets what its channel takes (`daily_index.delivery.channels`): the PDF
+attached where the channel takes files and the PDF fits its limit, otherwise the summary
+and a link. The link points at the edition's delivered copy,
+`reports/delivered/<date>[.<edition>].pdf`, written once when the edition is first
+delivered and never replaced: a public base URL when one is set, else a presigned URL
+of the S3/R2 store with an expiry; on the local store without a base URL there is none,
+and the message says so. The ledger records what each endpoint got (`delivered`) and a
+presigned link's expiry, never the link itself (its signature is a credential).
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from datetime import date
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import apprise
 from apprise.attachment.file import AttachFile
 
-from daily_index.delivery.ledger import Journal, Ledger, Outcome, now_utc, validate_edition
+from daily_index.delivery.channels import AttachPolicy, Delivered, decide
+from daily_index.delivery.ledger import (
+    Journal,
+    Ledger,
+    Outcome,
+    delivered_pdf_key,
+    now_utc,
+    validate_edition,
+)
 from daily_index.delivery.subscribers import (
     ASSET,
     Subscriber,
@@ -31,7 +50,7 @@ from daily_index.delivery.subscribers import (
     redact_url,
     scrub,
 )
-from daily_index.storage.objectstore import ObjectStore
+from daily_index.storage.objectstore import ObjectStore, PreconditionFailed
 
 PARTIAL_DISCLAIMER = (
     "PARTIAL REPORT: some KPIs were not available when this report was produced; "
@@ -47,10 +66,22 @@ PACING: dict[str, tuple[float, bool]] = {
     "discord": (1.0, True),
 }
 
+DEFAULT_LINK_EXPIRY_S = 7 * 86_400
+"""A presigned link lives 7 days by default (the longest S3 and R2 sign for)."""
+
+NO_LINK_NOTE = (
+    "The full report (PDF, {size}) cannot be sent over this channel and no link to it is "
+    "available; ask the sender for a copy."
+)
+
 
 @dataclass(frozen=True)
 class ReportPayload:
-    """What is sent: the title, the summary text, the PDF and/or a link to it."""
+    """What is sent: the title, the summary text and the PDF.
+
+    `link` is a link to the PDF known in advance; without it, `deliver` makes one to the
+    edition's delivered copy (a base URL, or a presigned URL of the store).
+    """
 
     title: str
     body: str
@@ -86,6 +117,24 @@ class DeliverySummary:
     """Every endpoint by status after the run: pending, sent, failed, dead."""
     uncertain: int = 0
     """Endpoints whose last send has an unknown outcome (counted as failed in `ledger`)."""
+    by_delivery: dict[str, int] = field(default_factory=dict)
+    """This run's sent endpoints by what they got: file, link, no link, summary."""
+    link: str = "none"
+    """How links were made: "presigned", "base url", "given", or "none" (no link)."""
+    link_expires_at: datetime | None = None
+    """When this run's presigned link stops working (None: no expiry, or no link)."""
+    report_key: str | None = None
+    """The edition's delivered copy on the store, which links point at."""
+    report_differs: bool = False
+    """The PDF handed to this run differs from the edition's delivered copy (the report
+    was rebuilt after the edition was first delivered): the delivered copy was sent, so
+    every endpoint of an edition gets the same file. Deliver the rebuilt report as a new
+    edition."""
+
+    @property
+    def no_link(self) -> int:
+        """Endpoints sent the summary without the PDF or a link (none could go)."""
+        return self.by_delivery.get("no link", 0)
 
     @property
     def already_sent(self) -> int:
@@ -110,7 +159,6 @@ class _Endpoint:
 class _Message:
     title: str
     body: str
-    pdf: Path | None
     attachment: _SharedPdf | None = field(default=None, compare=False)
 
 
@@ -135,17 +183,23 @@ class _Pacer:
             time.sleep(slot - now)
 
 
-def _messages(payload: ReportPayload) -> dict[str, _Message]:
+def _size_text(size: int | None) -> str:
+    return "unknown size" if size is None else f"{size / 1e6:.2f} MB"
+
+
+def _messages(
+    payload: ReportPayload, pdf: Path | None, link: str | None
+) -> dict[Delivered, _Message]:
+    """One message per kind of delivery, built once per run (the PDF encoded once)."""
     title = f"[PARTIAL] {payload.title}" if payload.partial else payload.title
     body = f"{payload.disclaimer}\n\n{payload.body}" if payload.partial else payload.body
-    link_line = f"\n\nFull report: {payload.link}" if payload.link else ""
-    shared = _SharedPdf(str(payload.pdf_path)) if payload.pdf_path is not None else None
-    pdf = _Message(title, body + link_line, payload.pdf_path, shared)
+    link_line = f"\n\nFull report: {link}" if link else ""
+    size = pdf.stat().st_size if pdf is not None else None
     return {
-        "pdf": pdf,
-        # Without a link, a link subscriber still gets the report: as the PDF.
-        "link": _Message(title, body + link_line, None) if payload.link else pdf,
-        "summary": _Message(title, body, None),
+        "file": _Message(title, body + link_line, _SharedPdf(str(pdf)) if pdf else None),
+        "link": _Message(title, body + link_line),
+        "no link": _Message(title, f"{body}\n\n{NO_LINK_NOTE.format(size=_size_text(size))}"),
+        "summary": _Message(title, body),
     }
 
 
@@ -204,11 +258,44 @@ def is_gone(error: str | None) -> bool:
     return bool(error and _GONE.search(error))
 
 
-def _send_one(url: str, message: _Message, pacer: _Pacer) -> str | None:
-    """Send through one apprise URL; None on success, else a secret-free reason."""
+@dataclass(frozen=True)
+class _Plan:
+    """What a run sends: a message per kind of delivery, and how each endpoint is chosen."""
+
+    messages: dict[Delivered, _Message]
+    policy: AttachPolicy
+    pdf_size: int | None
+    has_link: bool
+    link: str | None = field(default=None, repr=False)
+
+    def choose(self, receives: str, url: str, plugin) -> Delivered:
+        if self.pdf_size is None and not self.has_link:
+            return "summary"  # a text-only payload
+        return decide(
+            receives=receives,
+            scheme=channel_kind(url),
+            takes_files=bool(getattr(plugin, "attachment_support", False)),
+            pdf_size=self.pdf_size,
+            has_link=self.has_link,
+            policy=self.policy,
+        )
+
+    def clean(self, text: str, url: str) -> str:
+        """`text` without the URL's secrets and without the (signed) report link."""
+        if self.link:
+            text = text.replace(self.link, "(report link)")
+        return scrub(text, [url])
+
+
+def _send_one(
+    url: str, receives: str, plan: _Plan, pacer: _Pacer
+) -> tuple[str | None, Delivered | None]:
+    """Send through one apprise URL: (None or a secret-free reason, what it was sent)."""
     plugin = instantiate(url)
     if plugin is None:
-        return f"{redact_url(url)} is not a usable apprise URL"
+        return f"{redact_url(url)} is not a usable apprise URL", None
+    delivered = plan.choose(receives, url, plugin)
+    message = plan.messages[delivered]
     pacer.wait(url)
     notifier = apprise.Apprise(asset=ASSET)
     notifier.add(plugin)
@@ -216,8 +303,52 @@ def _send_one(url: str, message: _Message, pacer: _Pacer) -> str | None:
     try:
         result = notifier.notify(body=message.body, title=message.title, attach=attach)
     except Exception as exc:  # a plugin bug must not stop the other 4,999 endpoints
-        return scrub(f"{type(exc).__name__}: {exc}", [url])[:500]
-    return None if result else scrub(error_text(result), [url])
+        return plan.clean(f"{type(exc).__name__}: {exc}", url)[:500], delivered
+    return (None if result else plan.clean(error_text(result), url)), delivered
+
+
+@contextmanager
+def _edition_copy(store: ObjectStore, key: str, pdf_path: Path) -> Iterator[tuple[Path, bool]]:
+    """The edition's delivered PDF as a local file, and whether `pdf_path` differs from it.
+
+    The first delivery of an edition stores `pdf_path` at `key` (only if absent, so two
+    runs racing agree on one copy); later runs send that copy, whatever `pdf_path` holds
+    now, so the file behind a link is always the one delivered.
+    """
+    data = pdf_path.read_bytes()
+    stored = store.read_bytes(key)
+    if stored is None:
+        try:
+            store.put(key, data, if_none_match=True, content_type="application/pdf")
+            stored = data
+        except PreconditionFailed:
+            stored = store.read_bytes(key)
+    if stored is None or stored == data:
+        yield pdf_path, False
+        return
+    with tempfile.TemporaryDirectory(prefix="delivered-") as tmp:
+        copy = Path(tmp) / pdf_path.name
+        copy.write_bytes(stored)
+        yield copy, True
+
+
+def _link(
+    store: ObjectStore,
+    payload: ReportPayload,
+    key: str | None,
+    link_base: str | None,
+    expiry_s: int,
+) -> tuple[str | None, str, datetime | None]:
+    """(the link or None, how it was made, when it expires)."""
+    if payload.link:
+        return payload.link, "given", None
+    if key is None:
+        return None, "none", None
+    if link_base:
+        return f"{link_base.rstrip('/')}/{key}", "base url", None
+    expires_at = now_utc() + timedelta(seconds=expiry_s)
+    url = store.presign(key, expiry_s)
+    return (url, "presigned", expires_at) if url else (None, "none", None)
 
 
 def deliver(
@@ -235,6 +366,9 @@ def deliver(
     stop_after: int | None = None,
     flush_every: int = 250,
     edition: str | None = None,
+    attach_policy: AttachPolicy | None = None,
+    link_base: str | None = None,
+    link_expiry_s: int = DEFAULT_LINK_EXPIRY_S,
 ) -> DeliverySummary:
     """Send the report to every endpoint not yet served today, recording each in the ledger.
 
@@ -260,6 +394,12 @@ def deliver(
             "amended") for a further edition of it, with its own ledger and journal, so
             endpoints already served the day's report receive this edition once too.
             The payload's title is sent as given: say which edition it is there.
+        attach_policy: Which channels get the PDF attached, up to what size (default:
+            the built-in limits of `daily_index.delivery.channels`).
+        link_base: A public URL under which the store's keys are served; links are
+            `<link_base>/reports/delivered/<date>[.<edition>].pdf`. It takes precedence over a
+            presigned URL.
+        link_expiry_s: How long a presigned link works (1 s to 7 days).
 
     Returns:
         Counts for this run.
@@ -274,11 +414,70 @@ def deliver(
         if outbox_dir is None:
             raise ValueError("no subscribers and no outbox_dir: nowhere to deliver the report")
         subscribers = [outbox_subscriber(Path(outbox_dir) / day.isoformat())]
-    messages = _messages(payload)
-    needs_pdf = any(messages[s.receives].pdf is not None for s in subscribers)
-    if needs_pdf and (payload.pdf_path is None or not Path(payload.pdf_path).is_file()):
+    # A link given in advance serves link subscribers without the PDF; a payload without
+    # a PDF is text only.
+    needs_pdf = payload.pdf_path is not None and any(
+        s.receives == "pdf" or (s.receives == "link" and not payload.link) for s in subscribers
+    )
+    if needs_pdf and not Path(payload.pdf_path).is_file():
         raise ValueError(f"the report PDF {payload.pdf_path} does not exist")
+    key = delivered_pdf_key(day, edition) if needs_pdf else None
+    with ExitStack() as stack:
+        pdf, differs = (
+            stack.enter_context(_edition_copy(store, key, Path(payload.pdf_path)))
+            if key is not None and payload.pdf_path is not None
+            else (None, False)
+        )
+        link, link_kind, expires_at = _link(store, payload, key, link_base, link_expiry_s)
+        plan = _Plan(
+            messages=_messages(payload, pdf, link),
+            policy=attach_policy or AttachPolicy(),
+            pdf_size=pdf.stat().st_size if pdf is not None else None,
+            has_link=link is not None,
+            link=link,
+        )
+        summary = _deliver(
+            day=day,
+            store=store,
+            subscribers=subscribers,
+            plan=plan,
+            concurrency=concurrency,
+            max_attempts=max_attempts,
+            resend_failed=resend_failed,
+            resend_dead=resend_dead,
+            on_progress=on_progress,
+            stop_after=stop_after,
+            flush_every=flush_every,
+            edition=edition,
+            link_expires_at=expires_at,
+        )
+    return replace(
+        summary,
+        elapsed_s=round(time.monotonic() - started, 3),
+        link=link_kind,
+        link_expires_at=expires_at,
+        report_key=key,
+        report_differs=differs,
+    )
 
+
+def _deliver(
+    *,
+    day: date,
+    store: ObjectStore,
+    subscribers: list[Subscriber],
+    plan: _Plan,
+    concurrency: int,
+    max_attempts: int,
+    resend_failed: bool,
+    resend_dead: bool,
+    on_progress: Callable[[int, int], None] | None,
+    stop_after: int | None,
+    flush_every: int,
+    edition: str | None,
+    link_expires_at: datetime | None,
+) -> DeliverySummary:
+    started = time.monotonic()
     endpoints = _endpoints(subscribers)
     ledger = Ledger(store, day, edition)
     redacted_fallback = {s.id: redact_url(s.fallback) if s.fallback else None for s in subscribers}
@@ -320,21 +519,22 @@ def deliver(
     stop = threading.Event()
     counts: Counter[str] = Counter()
     by_channel: dict[str, Counter[str]] = defaultdict(Counter)
+    by_delivery: Counter[str] = Counter()
 
     def attempt(ep: _Endpoint) -> Outcome | None:
         if stop.is_set():
             return None
-        message = messages[ep.subscriber.receives]
+        receives = ep.subscriber.receives
         begun = now_utc()
         journal.start(ep.endpoint_id, begun)
-        error = _send_one(ep.url, message, pacer)
+        error, delivered = _send_one(ep.url, receives, plan, pacer)
         primary_gone = is_gone(error)
         via_fallback = False
         fallback = ep.subscriber.fallback
         if error is not None and fallback:
-            fallback_error = _send_one(fallback, message, pacer)
+            fallback_error, fallback_delivered = _send_one(fallback, receives, plan, pacer)
             if fallback_error is None:
-                error, via_fallback = None, True
+                error, via_fallback, delivered = None, True, fallback_delivered
             else:
                 error = f"{error} | fallback: {fallback_error}"[:1000]
         outcome = Outcome(
@@ -345,6 +545,8 @@ def deliver(
             error=error,
             via_fallback=via_fallback,
             gone=primary_gone and error is not None,
+            delivered=delivered,
+            link_expires_at=link_expires_at if delivered == "link" else None,
         )
         journal.finish(outcome)
         return outcome
@@ -381,6 +583,8 @@ def deliver(
                     kind = ledger.rows[outcome.endpoint_id]["kind"]
                     counts[status] += 1
                     by_channel[kind][status] += 1
+                    if outcome.ok and outcome.delivered:
+                        by_delivery[outcome.delivered] += 1
                     done += 1
                     since_flush += 1
                     if on_progress is not None:
@@ -409,4 +613,5 @@ def deliver(
         skipped_by_reason=dict(skipped),
         ledger=dict(Counter(row["status"] for row in rows)),
         uncertain=sum(1 for row in rows if row["status"] == "failed" and row["uncertain"]),
+        by_delivery=dict(sorted(by_delivery.items())),
     )

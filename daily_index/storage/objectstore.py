@@ -88,6 +88,14 @@ class ObjectStore(ABC):
         """A filesystem path for the object when the backend has one (local), else None."""
         return None
 
+    def presign(self, key: str, expires_in_s: int) -> str | None:
+        """A URL anyone can GET the object from for `expires_in_s` seconds, or None.
+
+        None when the backend cannot make one (the local directory). The URL carries a
+        signature: treat it as a secret (never log or store it).
+        """
+        return None
+
     def update(
         self,
         key: str,
@@ -367,6 +375,26 @@ class S3ObjectStore(ObjectStore):
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("list", prefix, exc) from None
         return sorted(keys)
+
+    MAX_PRESIGN_S = 604_800
+    """SigV4 presigned URLs live at most 7 days (S3 and R2 refuse longer ones)."""
+
+    def presign(self, key: str, expires_in_s: int) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not 1 <= expires_in_s <= self.MAX_PRESIGN_S:
+            raise ValueError(
+                f"a presigned URL lives 1 to {self.MAX_PRESIGN_S} s (7 days), got {expires_in_s}"
+            )
+        try:
+            # Signed locally with the client's credentials: no request is made.
+            return self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._key(key)},
+                ExpiresIn=expires_in_s,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("presign", key, exc) from None
 
     def delete(self, key: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -53,7 +53,7 @@ def titles(receiver: Receiver, path: str) -> list[str]:
 
 def send(receiver: Receiver, store: LocalObjectStore, pdf: Path, edition: str | None):
     payload = report_payload(
-        DAY, ANALYSIS, pdf, partial=edition is None, link_base=None, demo=False, edition=edition
+        DAY, ANALYSIS, pdf, partial=edition is None, demo=False, edition=edition
     )
     return deliver(
         day=DAY, store=store, subscribers=subscribers(receiver), payload=payload, edition=edition
@@ -112,7 +112,7 @@ def test_editions_have_separate_ledgers_and_journals(receiver, store, pdf) -> No
     "bad", ["", "Amended", "amended edition", "../x", "a.b", "x" * 33, "amended\n"]
 )
 def test_bad_edition_is_refused_before_anything_is_sent(receiver, store, pdf, bad) -> None:
-    payload = report_payload(DAY, ANALYSIS, pdf, partial=False, link_base=None, demo=False)
+    payload = report_payload(DAY, ANALYSIS, pdf, partial=False, demo=False)
     with pytest.raises(ValueError, match="edition") as info:
         deliver(
             day=DAY, store=store, subscribers=subscribers(receiver), payload=payload, edition=bad

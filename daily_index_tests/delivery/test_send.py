@@ -112,8 +112,11 @@ def test_http_channels_fallback_and_failures(receiver: Receiver, pdf, store) -> 
 
     [(ctype, body)] = receiver.requests["/ok/1"]
     sent = json.loads(body)
-    assert sent["attachments"][0]["filename"] == pdf.name
+    # A generic webhook never carries the PDF as base64: a pdf subscriber gets the link.
+    assert not sent.get("attachments")
     assert "Full report: https://example.org/r.pdf" in sent["message"]
+    assert ledger["ok:primary"]["delivered"] == "link"
+    assert ledger["form:primary"]["delivered"] == "summary"
     link = json.loads(receiver.requests["/slow/1"][0][1])
     assert "https://example.org/r.pdf" in link["message"] and not link.get("attachments")
     form_ctype, form_body = receiver.requests["/ok/form"][0]
