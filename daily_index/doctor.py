@@ -136,6 +136,8 @@ def check_sources(env: Mapping[str, str], registry: Registry) -> list[Check]:
                     headers[settings.n8n_auth_header] = settings.n8n_auth_value
                 targets.setdefault(("n8n", f"{base}/healthz"), ("n8n", {"headers": headers}))
             continue
+        if kind == "derived":
+            continue  # computed from stored series: nothing to reach
         family, path = PROBES[kind]
         base = settings.base_url(spec, family)
         kwargs: dict[str, Any] = {}

@@ -34,6 +34,7 @@ SourceKind = Literal[
     "binance_funding",
     "defillama_stablecoins",
     "fred",
+    "derived",
 ]
 ChartType = Literal["line", "bar", "area"]
 CalendarKind = Literal["daily", "business_days", "weekly", "monthly"]
@@ -42,6 +43,19 @@ WEEKDAYS: tuple[str, ...] = Weekday.__args__
 ChangeUnit = Literal["pct", "pp", "bp", "points"]
 """How a change is shown: percent, percentage points, basis points, index points."""
 AlertKind = Literal["above", "below", "crossing", "change", "zscore", "no_data"]
+DerivedOp = Literal["volatility", "drawdown", "correlation", "ratio", "moving_average"]
+DERIVED_OPS: tuple[str, ...] = DerivedOp.__args__
+
+# Per derived op: how many input KPIs it takes, its default window (None: it takes none) and
+# the smallest window that means anything (a standard deviation needs two returns).
+DERIVED_SHAPES: dict[str, tuple[int, int | None, int]] = {
+    "volatility": (1, 30, 2),
+    "drawdown": (1, 365, 2),
+    "correlation": (2, 30, 3),
+    "ratio": (2, None, 0),
+    "moving_average": (1, 30, 1),
+}
+DERIVED_MAX_WINDOW = 2000
 
 # The unit a reader expects a change in, by KPI type (overridable per KPI: `changeUnit`).
 DEFAULT_CHANGE_UNITS: dict[str, str] = {
@@ -74,6 +88,84 @@ class SourceSpec(_Model):
     kind: SourceKind
     params: dict[str, Any] = Field(default_factory=dict)
     base_url: str | None = Field(default=None, alias="baseUrl")
+
+
+class DerivedParams(_Model):
+    """The typed `params` of a `derived` source: an op over the stored series of its inputs.
+
+    One-input ops name `input`; `correlation` and `ratio` name `inputs: [a, b]` (a ratio is
+    a / b). `window` counts the input's observations, except for `drawdown`, whose window is
+    calendar days (the high of the last 365 days). docs/user-guide.md gives the formulas.
+    """
+
+    op: DerivedOp
+    inputs: tuple[str, ...]
+    window: int | None = None
+
+    @property
+    def size(self) -> int:
+        """The window, or the op's default."""
+        return self.window if self.window is not None else (DERIVED_SHAPES[self.op][1] or 0)
+
+
+def _derived_params(
+    params: Mapping[str, Any],
+) -> tuple[DerivedParams | None, list[tuple[str, str]]]:
+    """Parse a derived source's params: (the params, or None; [(field, problem)])."""
+    problems: list[tuple[str, str]] = []
+    op = params.get("op")
+    if op not in DERIVED_OPS:
+        known = ", ".join(DERIVED_OPS)
+        what = "missing" if op is None else f"unknown op {op!r}"
+        return None, [("source.params.op", f"{what}; known ops: {known}")]
+    count, default_window, least = DERIVED_SHAPES[op]
+    for name in sorted(set(params) - {"op", "input", "inputs", "window"}):
+        problems.append((f"source.params.{name}", f"unknown parameter for op {op!r}"))
+    inputs: tuple[str, ...] = ()
+    if count == 1:
+        if "inputs" in params:
+            problems.append(("source.params.inputs", f"op {op!r} takes one 'input', not 'inputs'"))
+        value = params.get("input")
+        if not isinstance(value, str) or not value:
+            problems.append(("source.params.input", f"op {op!r} needs 'input': a KPI id"))
+        else:
+            inputs = (value,)
+    else:
+        if "input" in params:
+            problems.append(("source.params.input", f"op {op!r} takes 'inputs: [a, b]'"))
+        value = params.get("inputs")
+        if (
+            not isinstance(value, list | tuple)
+            or len(value) != count
+            or not all(isinstance(v, str) and v for v in value)
+        ):
+            problems.append(
+                ("source.params.inputs", f"op {op!r} needs 'inputs': a list of {count} KPI ids")
+            )
+        else:
+            inputs = tuple(value)
+            if len(set(inputs)) != len(inputs):
+                problems.append(("source.params.inputs", "the two inputs must differ"))
+    window = params.get("window")
+    if default_window is None:
+        if window is not None:
+            problems.append(("source.params.window", f"op {op!r} takes no window"))
+            window = None
+    elif window is not None and (
+        isinstance(window, bool)
+        or not isinstance(window, int)
+        or not least <= window <= DERIVED_MAX_WINDOW
+    ):
+        problems.append(
+            (
+                "source.params.window",
+                f"must be a whole number from {least} to {DERIVED_MAX_WINDOW}, got {window!r}",
+            )
+        )
+        window = None
+    if problems:
+        return None, problems
+    return DerivedParams(op=op, inputs=inputs, window=window), []
 
 
 class AlertThresholds(_Model):
@@ -239,6 +331,18 @@ class KpiSpec(_Model):
         return self.metadata.category
 
     @property
+    def is_derived(self) -> bool:
+        return self.source.kind == "derived"
+
+    @property
+    def derived(self) -> DerivedParams:
+        """The derived source's typed params (the registry validated them at load)."""
+        params, problems = _derived_params(self.source.params)
+        if params is None:
+            raise RegistryError(f"KPI {self.id!r}: {problems[0][0]}: {problems[0][1]}")
+        return params
+
+    @property
     def change_unit(self) -> str:
         """The unit its changes are shown in: the registry's `changeUnit`, else by type."""
         return self.change_unit_override or DEFAULT_CHANGE_UNITS[self.type]
@@ -272,6 +376,9 @@ class Registry(_Model):
                     f"#{number}); ids must be unique"
                 )
             seen[kpi.id] = number
+        problems = _derived_problems(self.kpis)
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     def get(self, kpi_id: str) -> KpiSpec:
@@ -281,7 +388,86 @@ class Registry(_Model):
         raise KeyError(f"no KPI {kpi_id!r} in the registry")
 
     def enabled(self, environ: dict[str, str] | None = None) -> list[KpiSpec]:
-        return [k for k in self.kpis if k.is_enabled(environ)]
+        """The KPIs enabled here; a derived KPI only when every input is enabled too."""
+        on = {k.id for k in self.kpis if k.is_enabled(environ)}
+        for kpi in derived_order(self.kpis):
+            if kpi.id in on and not all(i in on for i in kpi.derived.inputs):
+                on.discard(kpi.id)
+        return [k for k in self.kpis if k.id in on]
+
+
+def derived_order(kpis: tuple[KpiSpec, ...] | list[KpiSpec]) -> list[KpiSpec]:
+    """The derived KPIs among `kpis`, each after the derived KPIs it is computed from."""
+    derived = {k.id: k for k in kpis if k.is_derived}
+    ordered: list[KpiSpec] = []
+    placed: set[str] = set()
+
+    def place(kpi: KpiSpec) -> None:
+        if kpi.id in placed:
+            return
+        placed.add(kpi.id)  # the registry refused cycles, so marking first is enough
+        for name in kpi.derived.inputs:
+            if name in derived:
+                place(derived[name])
+        ordered.append(kpi)
+
+    for kpi in derived.values():
+        place(kpi)
+    return ordered
+
+
+def _derived_problems(kpis: tuple[KpiSpec, ...]) -> list[str]:
+    """Every problem of the derived KPIs: params, unknown inputs, cycles, publication lags."""
+    problems: list[str] = []
+    by_id = {k.id: k for k in kpis}
+    graph: dict[str, tuple[str, ...]] = {}
+    for kpi in kpis:
+        if not kpi.is_derived:
+            continue
+        params, found = _derived_params(kpi.source.params)
+        problems.extend(f"KPI {kpi.id!r}, field {field!r}: {what}" for field, what in found)
+        if params is None:
+            continue
+        field = "source.params.input" if len(params.inputs) == 1 else "source.params.inputs"
+        for name in params.inputs:
+            if name == kpi.id:
+                problems.append(f"KPI {kpi.id!r}, field {field!r}: a KPI cannot derive from itself")
+            elif name not in by_id:
+                problems.append(f"KPI {kpi.id!r}, field {field!r}: unknown KPI {name!r}")
+            elif by_id[name].publication_lag_days > kpi.publication_lag_days:
+                lag = by_id[name].publication_lag_days
+                problems.append(
+                    f"KPI {kpi.id!r}, field 'publicationLagDays': must be at least {lag}, the "
+                    f"lag of its input {name!r} (else its inputs are never there when it is "
+                    "computed)"
+                )
+        graph[kpi.id] = tuple(n for n in params.inputs if n != kpi.id)
+    reported: set[str] = set()
+    for start in graph:
+        path = [start]
+        cycle = _find_cycle(graph, path, set())
+        if cycle and not reported & set(cycle):
+            reported.update(cycle)
+            chain = " -> ".join([*cycle, cycle[0]])
+            field = "source.params.input" if len(graph[cycle[0]]) == 1 else "source.params.inputs"
+            problems.append(
+                f"KPI {cycle[0]!r}, field {field!r}: derived KPIs form a cycle: {chain}"
+            )
+    return problems
+
+
+def _find_cycle(graph: dict[str, tuple[str, ...]], path: list[str], done: set[str]) -> list[str]:
+    """A cycle through the last KPI of `path` (depth-first), or []."""
+    for name in graph.get(path[-1], ()):
+        if name in path:
+            return path[path.index(name) :]
+        if name in done or name not in graph:
+            continue
+        found = _find_cycle(graph, [*path, name], done)
+        if found:
+            return found
+        done.add(name)
+    return []
 
 
 def default_registry_path() -> Path:
@@ -330,10 +516,16 @@ def parse_registry(text: str, *, source: str) -> Registry:
     try:
         return Registry.model_validate(raw)
     except ValidationError as exc:
-        problems = [
-            f"{source}: {_describe_location(raw, tuple(err['loc']))}: {err['msg']}"
-            for err in exc.errors()
-        ]
+        problems = []
+        for err in exc.errors():
+            if not err["loc"] and err["type"] == "value_error":
+                # Registry-wide problems already name their KPI and field, one per line.
+                text = str(err["msg"]).removeprefix("Value error, ")
+                problems.extend(f"{source}: {line}" for line in text.splitlines())
+            else:
+                problems.append(
+                    f"{source}: {_describe_location(raw, tuple(err['loc']))}: {err['msg']}"
+                )
         raise RegistryError("\n".join(problems)) from None
 
 
