@@ -6,8 +6,6 @@ The news stack is optional: without it, or without any feed configured, `news/he
 records why it did nothing and the report says so; the rest of the report is unchanged.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
