@@ -1,0 +1,175 @@
+"""The inbox of accepted pushes, on the object store (local directory or S3/R2).
+
+Every key lives here:
+
+- `ingest/data/<kpi>/<day>.json`: the accepted data push of a KPI-day, written create-only
+  (the first accepted push of a KPI-day is the one kept: idempotent on (kpiId, day)).
+- `ingest/error/<kpi>/<day>/<id-hash>.json`: an accepted error push (one per webhook-id).
+- `ingest/ids/<id-hash>.json`: which record a `webhook-id` produced, create-only
+  (idempotent on `webhook-id`, also across restarts).
+- `ingest/queue/...`: a marker per record not yet materialised; the sensor removes it once
+  the event log holds the materialisation (or observation) of that push.
+
+The local backend writes through a temporary file, fsync and rename (then fsyncs the
+folder); an S3/R2 PUT is durable when it returns. A 2xx is sent only after the record,
+its id entry and its queue marker are all written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Literal
+
+from daily_index.storage.objectstore import ObjectStore, PreconditionFailed, StorageError
+
+PREFIX = "ingest/"
+QUEUE = PREFIX + "queue/"
+Kind = Literal["data", "error"]
+Outcome = Literal["accepted", "duplicate", "conflict"]
+
+
+def id_hash(webhook_id: str) -> str:
+    """A fixed-length, path-safe name for a webhook-id (ids are chosen by the sender)."""
+    return hashlib.sha256(webhook_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def record_key(kind: Kind, kpi_id: str, day: date, webhook_id: str) -> str:
+    if kind == "data":
+        return f"{PREFIX}data/{kpi_id}/{day.isoformat()}.json"
+    return f"{PREFIX}error/{kpi_id}/{day.isoformat()}/{id_hash(webhook_id)}.json"
+
+
+def id_key(webhook_id: str) -> str:
+    return f"{PREFIX}ids/{id_hash(webhook_id)}.json"
+
+
+def queue_key(record: str) -> str:
+    return QUEUE + record[len(PREFIX) :]
+
+
+def record_of(queue: str) -> str:
+    return PREFIX + queue[len(QUEUE) :]
+
+
+@dataclass(frozen=True)
+class Push:
+    """One accepted push as the inbox keeps it."""
+
+    kind: Kind
+    webhook_id: str
+    kpi_id: str
+    day: date
+    received_at: float
+    update: dict[str, Any]
+    """The validated update in its wire form (camelCase, extras kept)."""
+
+    @property
+    def key(self) -> str:
+        return record_key(self.kind, self.kpi_id, self.day, self.webhook_id)
+
+    @property
+    def fingerprint(self) -> str:
+        """What makes two pushes of a KPI-day the same: the update without its trace."""
+        same = {k: v for k, v in self.update.items() if k != "traceId"}
+        return hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "webhookId": self.webhook_id,
+                "kpiId": self.kpi_id,
+                "day": self.day.isoformat(),
+                "receivedAt": self.received_at,
+                "update": self.update,
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str) -> Push:
+        try:
+            raw = json.loads(data)
+            return cls(
+                kind=raw["kind"],
+                webhook_id=raw["webhookId"],
+                kpi_id=raw["kpiId"],
+                day=date.fromisoformat(raw["day"]),
+                received_at=float(raw["receivedAt"]),
+                update=dict(raw["update"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"{where}: not an inbox record ({type(exc).__name__})") from None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the inbox did with a push: accepted now, a repeat, or a different value."""
+
+    outcome: Outcome
+    push: Push
+    """The push the inbox holds for it (the earlier one for a repeat or a conflict)."""
+
+
+class Inbox:
+    """Accepted pushes on an object store; safe for concurrent writers and processes."""
+
+    def __init__(self, store: ObjectStore):
+        self.store = store
+
+    def _read(self, key: str) -> Push | None:
+        data = self.store.read_bytes(key)
+        return None if data is None else Push.from_bytes(data, f"{self.store.description}, {key}")
+
+    def accept(self, push: Push) -> Receipt:
+        """Store a verified, validated push durably, unless the inbox already has it."""
+        earlier_key = self.store.read_bytes(id_key(push.webhook_id))
+        if earlier_key is not None:
+            # The same webhook-id again: a sender's retry. Answer what the first one got.
+            key = json.loads(earlier_key)["record"]
+            earlier = self._read(key)
+            if earlier is not None:
+                self._enqueue(earlier)
+                return Receipt("duplicate", earlier)
+        try:
+            self.store.put(
+                push.key, push.to_bytes(), if_none_match=True, content_type="application/json"
+            )
+            kept = push
+            outcome: Outcome = "accepted"
+        except PreconditionFailed:
+            kept = self._read(push.key) or push
+            if kept.webhook_id == push.webhook_id or kept.fingerprint == push.fingerprint:
+                outcome = "duplicate"
+            else:
+                outcome = "conflict"
+        if outcome != "conflict":
+            self._remember(push.webhook_id, kept.key)
+            self._enqueue(kept)
+        return Receipt(outcome, kept)
+
+    def _remember(self, webhook_id: str, key: str) -> None:
+        body = json.dumps({"record": key, "at": time.time()}).encode()
+        try:
+            self.store.put(id_key(webhook_id), body, if_none_match=True)
+        except PreconditionFailed:
+            pass  # another request with this id got there first: same record
+
+    def _enqueue(self, push: Push) -> None:
+        self.store.put(queue_key(push.key), b"{}", content_type="application/json")
+
+    def pending(self, limit: int | None = None) -> list[str]:
+        """Queue markers of pushes not yet materialised, oldest key order, at most `limit`."""
+        keys = self.store.list(QUEUE)
+        return keys if limit is None else keys[:limit]
+
+    def load(self, queue: str) -> Push | None:
+        """The push behind a queue marker (None: the record is missing)."""
+        return self._read(record_of(queue))
+
+    def done(self, queue: str) -> None:
+        self.store.delete(queue)
