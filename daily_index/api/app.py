@@ -324,6 +324,10 @@ def _handle(
             return await endpoint(request)
         except BadParameter as exc:
             return _error(exc.status, "invalid_request", exc.detail)
+        except StorageError as exc:
+            # The store's message names paths and buckets: it goes to the log, not the client.
+            log.error("%s: %s", request.url.path, exc)
+            return _error(503, "storage_unavailable", "the store cannot be read")
 
     return wrapped
 
