@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import re
 import time
+import xml.sax
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
@@ -209,9 +210,14 @@ def parse_feed(url: str, data: bytes, day: date) -> tuple[list[Headline], FeedRe
         raise _FeedFailure("not XML (an RSS or Atom feed was expected)")
     parsed = feedparser.parse(data)
     version = parsed.get("version") or ""
-    if parsed.get("bozo") and not parsed.entries:
-        problem = type(parsed.get("bozo_exception")).__name__
-        raise _FeedFailure(f"not a valid RSS/Atom feed ({problem})")
+    problem = parsed.get("bozo_exception") if parsed.get("bozo") else None
+    if isinstance(problem, xml.sax.SAXParseException):
+        # feedparser's loose parser would read on; a broken feed is not half-trusted.
+        raise _FeedFailure(
+            f"not a valid RSS/Atom feed: XML not well-formed at line {problem.getLineNumber()}"
+        )
+    if problem is not None and not parsed.entries:
+        raise _FeedFailure(f"not a valid RSS/Atom feed ({type(problem).__name__})")
     if not version and not parsed.entries:
         raise _FeedFailure("XML but not an RSS or Atom feed")
     source = _text(parsed.feed.get("title"), 120) or urlsplit(url).netloc
