@@ -32,7 +32,7 @@ from daily_index.calendars import EXPECTED_GAP_CODES, calendar_gap, expected_gap
 from daily_index.contract import KPIDataUpdate, KPIErrorUpdate, partition_timestamp
 from daily_index.defs.partitions import daily_partitions
 from daily_index.defs.resources import KpiSourcesResource, StorageResource
-from daily_index.registry import KpiSpec
+from daily_index.registry import KpiSpec, derived_order
 from daily_index.sources import FetchOutcome, fetch_all
 from daily_index.sources.base import FetchRequest
 from daily_index.storage.objectstore import ObjectStore
@@ -261,6 +261,8 @@ def build_kpi_assets(*, kpis: list[KpiSpec]) -> dg.AssetsDefinition:
     ]:
         """Fetch every selected KPI for every day of the partition range, concurrently."""
         selected = [by_key[key] for key in sorted(context.selected_asset_keys) if key in by_key]
+        # Dagster takes a multi-asset's outputs in topological order: derived KPIs last.
+        selected = [k for k in selected if not k.is_derived] + derived_order(selected)
         checked = {key.asset_key for key in context.selected_asset_check_keys}
         days = _days(context)
         today = sources.today_date() or datetime.now(UTC).date()
