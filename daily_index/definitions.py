@@ -27,6 +27,7 @@ from daily_index.defs.automation import (
 )
 from daily_index.defs.charts import build_charts_asset
 from daily_index.defs.delivery import build_delivery_asset
+from daily_index.defs.ingest import build_ingest_sensor
 from daily_index.defs.kpis import build_kpi_assets, kpi_key
 from daily_index.defs.news import build_news_assets, news_from_env
 from daily_index.defs.report import build_pdf_asset
@@ -64,6 +65,7 @@ def build_definitions(
             ),
             build_kpi_alert_sensor(kpis=kpis, deadline=fanin.deadline),
             build_run_failure_alert_sensor(),
+            build_ingest_sensor(kpis=kpis),
             build_check_failure_alert_sensor(
                 check_keys=sorted(
                     {key for a in assets for key in a.check_keys}, key=lambda k: k.to_user_string()
