@@ -60,29 +60,71 @@ def _changes(values: np.ndarray, unit: str) -> np.ndarray:
     return _pairwise(values[:-1], values[1:], unit)
 
 
+def _scaled(changes: np.ndarray) -> np.ndarray:
+    """Each row's change over the move scale of the (up to) 90 rows before it, per column.
+
+    Columns are right-aligned sequences of finite changes (NaN padding on top), so rolling
+    over rows is rolling over each KPI's own observations: one pass for every KPI.
+    """
+    frame = pd.DataFrame(changes)
+    earlier_std = frame.rolling(SCALE_WINDOW, min_periods=MIN_CHANGES).std(ddof=1).shift(1)
+    moved = frame.abs().where(frame != 0)
+    earlier_median = moved.rolling(SCALE_WINDOW, min_periods=1).median().shift(1)
+    known = frame.notna().astype(float).rolling(SCALE_WINDOW, min_periods=1).sum().shift(1)
+    scale = np.fmax(earlier_std.to_numpy(), earlier_median.to_numpy())
+    scale[~(known.to_numpy() >= MIN_CHANGES)] = np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = changes / scale
+    z[(scale == 0) & (changes == 0)] = 0.0
+    z[(scale == 0) & (changes != 0)] = np.nan
+    return z
+
+
+def _standardise(columns: Sequence[tuple[np.ndarray, str]]) -> list[np.ndarray]:
+    """For each (ascending observations, unit): each observation's standardised change."""
+    finite_changes, positions = [], []
+    for values, unit in columns:
+        changes = _changes(values, unit)
+        where = np.flatnonzero(np.isfinite(changes))
+        finite_changes.append(changes[where])
+        positions.append(where + 1)
+    longest = max((len(c) for c in finite_changes), default=0)
+    stacked = np.full((longest, len(columns)), np.nan)
+    for column, changes in enumerate(finite_changes):
+        if len(changes):
+            stacked[longest - len(changes) :, column] = changes
+    z = _scaled(stacked) if longest else stacked
+    out = []
+    for column, ((values, _), where) in enumerate(zip(columns, positions, strict=True)):
+        result = np.full(len(values), np.nan)
+        if len(where):
+            result[where] = z[longest - len(where) :, column]
+        out.append(result)
+    return out
+
+
 def standardised_changes(values: np.ndarray, unit: str) -> np.ndarray:
     """Each observation's change over the move scale of the changes before it.
 
     NaN for the first observation and wherever fewer than 10 earlier changes are known.
     """
-    out = np.full(len(values), np.nan)
-    if len(values) < MIN_CHANGES + 2:
-        return out
-    changes = pd.Series(_changes(values, unit))
-    finite = changes.dropna()
-    earlier_std = finite.rolling(SCALE_WINDOW, min_periods=MIN_CHANGES).std(ddof=1).shift(1)
-    moved = finite.abs().where(finite != 0)
-    earlier_median = moved.rolling(SCALE_WINDOW, min_periods=1).median().shift(1)
-    enough = finite.notna().astype(float).rolling(SCALE_WINDOW, min_periods=1).sum().shift(1)
-    scale = np.fmax(earlier_std.to_numpy(), earlier_median.to_numpy())
-    scale[~(enough.to_numpy() >= MIN_CHANGES)] = np.nan
-    change = finite.to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = change / scale
-    z[(scale == 0) & (change == 0)] = 0.0
-    z[(scale == 0) & (change != 0)] = np.nan
-    out[1:][finite.index.to_numpy()] = z
-    return out
+    return _standardise([(np.asarray(values, dtype=float), unit)])[0]
+
+
+def _ordinal(day: object) -> int:
+    if isinstance(day, date):  # also a pandas Timestamp (a datetime)
+        return day.toordinal()
+    return date.fromisoformat(str(day)[:10]).toordinal()
+
+
+def _observations(frame: pd.DataFrame, end: date) -> tuple[np.ndarray, np.ndarray]:
+    """Days (proleptic ordinals) and values of the finite observations up to `end`."""
+    days = np.fromiter((_ordinal(d) for d in frame["date"]), dtype=np.int64, count=len(frame))
+    values = pd.to_numeric(pd.Series(frame["value"]), errors="coerce").to_numpy(float)
+    keep = np.isfinite(values) & (days <= end.toordinal())
+    days, values = days[keep], values[keep]
+    order = np.argsort(days, kind="stable")
+    return days[order], values[order]
 
 
 def build_history(
@@ -94,28 +136,33 @@ def build_history(
         frame = histories.get(spec.id)
         if frame is None or not len(frame):
             continue
-        days = pd.to_datetime(pd.Series(frame["date"])).dt.date
-        values = pd.to_numeric(pd.Series(frame["value"]), errors="coerce").to_numpy(float)
-        keep = np.isfinite(values) & (days.to_numpy() <= end)
-        if keep.sum() < 2:
-            continue
-        pairs = sorted(zip(days[keep], values[keep], strict=True))
-        series[spec.id] = (spec.change_unit, [d for d, _ in pairs], np.array([v for _, v in pairs]))
+        days, values = _observations(frame, end)
+        if len(values) >= 2:
+            series[spec.id] = (spec.change_unit, days, values)
     if not series:
         return None
-    first = min(d[0] for _, d, _ in series.values())
-    days = [first + timedelta(days=n) for n in range((end - first).days + 1)]
+    first = min(days[0] for _, days, _ in series.values())
+    count = end.toordinal() - int(first) + 1
     ids = list(series)
-    z = np.full((len(days), len(ids)), np.nan)
-    level = np.full((len(days), len(ids)), np.nan)
-    for column, kpi_id in enumerate(ids):
-        unit, obs_days, values = series[kpi_id]
-        rows = np.array([(d - first).days for d in obs_days])
-        z[rows, column] = standardised_changes(values, unit)
-        observed = np.full(len(days), np.nan)
-        observed[rows] = values
-        level[:, column] = pd.Series(observed).ffill().to_numpy()
-    return HistoryMatrix(days=days, ids=ids, units=[series[i][0] for i in ids], z=z, level=level)
+    standardised = _standardise([(values, unit) for unit, _, values in series.values()])
+    z = np.full((count, len(ids)), np.nan)
+    observed = np.full((count, len(ids)), np.nan)
+    for column, (unit_days_values, scaled) in enumerate(
+        zip(series.values(), standardised, strict=True)
+    ):
+        _, days, values = unit_days_values
+        rows = days - first
+        z[rows, column] = scaled
+        observed[rows, column] = values
+    level = pd.DataFrame(observed).ffill().to_numpy()
+    start = date.fromordinal(int(first))
+    return HistoryMatrix(
+        days=[start + timedelta(days=n) for n in range(count)],
+        ids=ids,
+        units=[series[i][0] for i in ids],
+        z=z,
+        level=level,
+    )
 
 
 def similarities(z: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray, int]:
