@@ -18,6 +18,7 @@ the key.
 
 from __future__ import annotations
 
+import csv
 import io
 import random
 import time
@@ -192,7 +193,7 @@ class DailyIndexClient:
         """The KPI's stored values from `start` to `end` (default: all of them).
 
         Returns:
-            A float Series named `kpi_id` on a DatetimeIndex named `date`, with the unit
+            A float Series named `kpi_id` on a DatetimeIndex (ns) named `date`, with the unit
             in `attrs["unit"]`. With `dropna` (default) only the days with a value; without,
             a row per day of the window, NaN where nothing is stored (never 0).
         """
@@ -207,19 +208,21 @@ class DailyIndexClient:
             unit = body["kpis"][kpi_id]["unit"]
             days = [row["date"] for row in body["rows"]]
             values = [row.get(kpi_id) for row in body["rows"]]
+        elif format == "parquet":
+            table = pq.read_table(io.BytesIO(response.content))
+            column = table.column_names[1]
+            days = [d.isoformat() for d in table.column("date").to_pylist()]
+            values = table.column(column).to_pylist()
+            unit = _unit(column, kpi_id)
         else:
-            if format == "parquet":
-                frame = pq.read_table(io.BytesIO(response.content)).to_pandas()
-            else:
-                # round_trip: the CSV's shortest spellings read back as the stored floats.
-                frame = pd.read_csv(
-                    io.StringIO(response.text), dtype={"date": str}, float_precision="round_trip"
-                )
-            column = frame.columns[1]
-            unit = column[len(kpi_id) + 2 : -1] if column != kpi_id else ""
-            days = [str(d) for d in frame["date"]]
-            values = list(frame[column])
-        index = pd.DatetimeIndex(pd.to_datetime(days, format="%Y-%m-%d"), name="date")
+            # Parsed by float(), not pandas: the CSV's shortest spellings come back as exactly
+            # the stored floats.
+            lines = list(csv.reader(io.StringIO(response.text)))
+            column = lines[0][1]
+            days = [line[0] for line in lines[1:]]
+            values = [float(line[1]) if line[1] else None for line in lines[1:]]
+            unit = _unit(column, kpi_id)
+        index = pd.DatetimeIndex(pd.to_datetime(days, format="%Y-%m-%d"), name="date").as_unit("ns")
         result = pd.Series(
             [float("nan") if v is None else float(v) for v in values],
             index=index,
@@ -288,6 +291,12 @@ class DailyIndexClient:
         if self.on_retry is not None:
             self.on_retry(retry)
         time.sleep(wait_s)
+
+
+def _unit(column: str, kpi_id: str) -> str:
+    """The unit from a column named `<id> [<unit>]` (no brackets: no unit)."""
+    prefix = f"{kpi_id} ["
+    return column[len(prefix) : -1] if column.startswith(prefix) and column.endswith("]") else ""
 
 
 def _detail(response: httpx.Response) -> str:
