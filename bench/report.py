@@ -11,7 +11,14 @@ One day of the product on this machine, built only on public pieces
      OpenAI-compatible stub, bench/llm_stub_server.py in 'good' mode, child process),
      `report/pdf`, `report/delivery` to E json:// endpoints on local HTTP receivers
      (child process; 1% dead: half a closed port, half a receiver answering 500),
-     through DAILY_INDEX_SUBSCRIBERS_FILE (a generated CSV or YAML file).
+     through DAILY_INDEX_SUBSCRIBERS_FILE (a generated CSV or YAML file). Webhooks
+     never get the PDF attached: they get the summary and a link (a base URL,
+     `--link-base`; `--no-link` to see the "no link" path of the local store).
+
+With `--postgres`, Dagster's instance (runs, event log) lives in a fresh database of the
+local PostgreSQL (127.0.0.1:5432, trust auth) through deploy/storage-postgres.yaml's
+settings (DAGSTER_PG_* variables), dropped at the end; the default is a temporary SQLite
+instance.
 
 Prints per-stage wall times (from the step events of each run), the total, peak RSS
 (this process, the largest child, and a sampled sum over the product's process tree),
@@ -20,7 +27,8 @@ shown next to the figures; nothing is asserted.
 
     python bench/report.py [--kpis 200] [--endpoints 5000] [--days 90] [--latency-ms 50]
                            [--skip-delivery] [--subscribers-format csv|yaml]
-                           [--receives mix|pdf|link|summary]
+                           [--receives mix|pdf|link|summary] [--postgres]
+                           [--link-base URL | --no-link]
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -45,8 +55,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CATEGORIES = ("crypto_prices", "crypto_market", "derivatives", "stablecoins", "macro")
 CHART_TYPES = ("line", "bar", "area")
 UNITS = ("USD", "%", "BTC", "points")
-TARGETS_S = {"charts": 20, "pdf": 30, "delivery": 20, "total": 90}
-TARGET_RSS_MB = 1536
+TARGETS_S = {"charts": 20, "pdf": 30, "delivery": 20, "total": 60}
+TARGET_RSS_MB = 1024
+TARGET_PDF_MB = 1.5
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 
 
 # --- harness (stubs from bench/stubs.py, forked before anything heavy is imported) ---------
@@ -235,6 +247,42 @@ def stage_of(step_key: str) -> str:
     return "kpis" if "kpi" in step_key else step_key
 
 
+@contextmanager
+def dagster_instance(folder: Path, postgres: bool):
+    """A temporary SQLite instance, or one on a fresh PostgreSQL database (dropped after)."""
+    import dagster as dg
+
+    if not postgres:
+        yield dg.DagsterInstance.local_temp(str(folder)), "SQLite (temporary)"
+        return
+    import psycopg2
+
+    name = f"bench_report_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    settings = {
+        "DAGSTER_PG_HOST": PG["host"],
+        "DAGSTER_PG_PORT": str(PG["port"]),
+        "DAGSTER_PG_USER": PG["user"],
+        "DAGSTER_PG_PASSWORD": "trust-auth-ignores-it",
+        "DAGSTER_PG_DB": name,
+    }
+    os.environ.update(settings)
+    (folder / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\n" + (ROOT / "deploy" / "storage-postgres.yaml").read_text()
+    )
+    instance = dg.DagsterInstance.from_config(str(folder))
+    try:
+        yield instance, f"PostgreSQL (fresh database {name} on {PG['host']}:{PG['port']})"
+    finally:
+        instance.dispose()
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -255,6 +303,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--receivers", type=int, default=4, help="HTTP receivers answering 200")
     parser.add_argument("--day", default=None, help="the day (default: yesterday, UTC)")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="Dagster's instance on a fresh database of the local PostgreSQL (127.0.0.1:5432)",
+    )
+    links = parser.add_mutually_exclusive_group()
+    links.add_argument(
+        "--link-base",
+        default="https://reports.example.org",
+        help="DAILY_INDEX_REPORT_LINK_BASE for the run (links in the messages; never fetched)",
+    )
+    links.add_argument(
+        "--no-link", action="store_true", help="no link base: the local store has no link"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
     day = date.fromisoformat(args.day) if args.day else datetime.now(UTC).date() - timedelta(days=1)
@@ -350,8 +412,8 @@ def _run(
         expected = write_subscribers(
             subscribers, args.endpoints, ok_ports, failing_port, stubs.free_port(), args.receives
         )
-        if args.receives == "link":
-            environ["DAILY_INDEX_REPORT_LINK_BASE"] = "https://reports.example.org"
+        if not args.no_link:
+            environ["DAILY_INDEX_REPORT_LINK_BASE"] = args.link_base
         environ["DAILY_INDEX_SUBSCRIBERS_FILE"] = str(subscribers)
     # The LLM key is read through dg.EnvVar at run time, and the registry file through
     # os.environ: both must be in this process's environment, not only in `environ`.
@@ -360,7 +422,7 @@ def _run(
     os.environ.update(environ)
 
     started_all = time.perf_counter()
-    import dagster as dg
+    import dagster  # noqa: F401 (its import time is reported apart from the day)
 
     from daily_index.cli import materialisation_metadata as materialisation
     from daily_index.cli import step_error
@@ -395,12 +457,16 @@ def _run(
     )
 
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    with TreeRss(exclude) as tree, tempfile.TemporaryDirectory(dir=tmp) as home:
+    with (
+        TreeRss(exclude) as tree,
+        tempfile.TemporaryDirectory(dir=tmp) as home,
+        dagster_instance(Path(home), args.postgres) as (instance, instance_kind),
+    ):
+        print(f"  Dagster instance {instance_kind}", flush=True)
         day_started = time.perf_counter()
         defs = build_definitions(environ=environ)
         kpi_job = defs.resolve_job_def("daily_kpis_job")
         report_job = defs.resolve_job_def("daily_report_job")
-        instance = dg.DagsterInstance.local_temp(home)
         built = time.perf_counter() - day_started
 
         t0 = time.perf_counter()
@@ -471,8 +537,10 @@ def _run(
         ")"
     )
     if pdf:
+        pdf_mb = pdf.get("bytes", 0) / 1e6
         print(
-            f"PDF              {pdf.get('pages')} pages, {pdf.get('bytes', 0) / 1e6:.2f} MB"
+            f"PDF              {pdf.get('pages')} pages, {pdf_mb:.2f} MB (target <= "
+            f"{TARGET_PDF_MB} MB: {'met' if pdf_mb <= TARGET_PDF_MB else 'MISSED'})"
             f"{', PARTIAL' if pdf.get('partial') else ''}; headline: {pdf.get('headline')!r}"
         )
     if analysis:
@@ -489,6 +557,10 @@ def _run(
             f"delivery         asset metadata: sent {sent.get('sent')}, failed "
             f"{sent.get('failed')}, dead {sent.get('dead')}, endpoints {sent.get('endpoints')}, "
             f"elapsed {sent.get('elapsed_s')} s"
+        )
+        print(
+            f"  delivered      {sent.get('delivered')} (links: {sent.get('link')}; "
+            f"no link: {sent.get('no_link')})"
         )
         print(
             f"  ledger         {len(ledger)} rows {counts}; not sent without a reason: "

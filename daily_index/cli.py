@@ -606,8 +606,17 @@ def _delivery_line(target: date, meta: Mapping[str, object]) -> str:
         f"Ledger ({meta.get('ledger')}): {ledger.get('sent', 0)} sent, "
         f"{ledger.get('failed', 0) - uncertain} failed, {uncertain} outcome unknown, "
         f"{ledger.get('dead', 0)} dead, {ledger.get('pending', 0)} pending "
-        f"of {meta.get('endpoints', 0)} endpoints"
+        f"of {meta.get('endpoints', 0)} endpoints" + _sent_as(meta)
     )
+
+
+def _sent_as(meta: Mapping[str, object]) -> str:
+    """What this run's sends carried: `; sent as: 2 file, 3 link (presigned)`."""
+    delivered = meta.get("delivered") or {}
+    if not isinstance(delivered, Mapping) or not delivered:
+        return ""
+    parts = ", ".join(f"{n} {what}" for what, n in sorted(delivered.items()))
+    return f"; sent as: {parts} (links: {meta.get('link', 'none')})"
 
 
 @main.command()
