@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 
 from daily_index.registry import KpiSpec
 
@@ -60,19 +61,47 @@ def _changes(values: np.ndarray, unit: str) -> np.ndarray:
     return _pairwise(values[:-1], values[1:], unit)
 
 
+def _rolling_median_above_std(moved: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Where a window's median nonzero move can exceed its std (a cheap necessary test).
+
+    A median above s needs at least half of the window's values above s; continuous series
+    almost never pass, series that mostly sit still (policy rates) do.
+    """
+    rows, columns = moved.shape
+    padded = np.vstack([np.full((SCALE_WINDOW - 1, columns), np.nan), moved])
+    need = np.zeros((rows, columns), dtype=bool)
+    known = np.isfinite(padded)
+    for start in range(0, columns, 32):  # bounded temporaries: rows x 32 x 90 booleans
+        part = slice(start, start + 32)
+        windows = sliding_window_view(padded[:, part], SCALE_WINDOW, axis=0)
+        counted = sliding_window_view(known[:, part], SCALE_WINDOW, axis=0).sum(axis=2)
+        with np.errstate(invalid="ignore"):
+            above = (windows > std[:, part, None]).sum(axis=2)
+        need[:, part] = (counted > 0) & (2 * above >= counted)
+    return need
+
+
 def _scaled(changes: np.ndarray) -> np.ndarray:
     """Each row's change over the move scale of the (up to) 90 rows before it, per column.
 
     Columns are right-aligned sequences of finite changes (NaN padding on top), so rolling
-    over rows is rolling over each KPI's own observations: one pass for every KPI.
+    over rows is rolling over each KPI's own observations: one pass for every KPI. The
+    move scale is `checks.move_scale`: the std, but at least the median nonzero move; the
+    (slow) rolling median is only computed for the KPIs where it can exceed the std.
     """
     frame = pd.DataFrame(changes)
-    earlier_std = frame.rolling(SCALE_WINDOW, min_periods=MIN_CHANGES).std(ddof=1).shift(1)
-    moved = frame.abs().where(frame != 0)
-    earlier_median = moved.rolling(SCALE_WINDOW, min_periods=1).median().shift(1)
-    known = frame.notna().astype(float).rolling(SCALE_WINDOW, min_periods=1).sum().shift(1)
-    scale = np.fmax(earlier_std.to_numpy(), earlier_median.to_numpy())
-    scale[~(known.to_numpy() >= MIN_CHANGES)] = np.nan
+    std = frame.rolling(SCALE_WINDOW, min_periods=MIN_CHANGES).std(ddof=1).to_numpy()
+    absolute = np.abs(changes)
+    moved = np.where(absolute != 0, absolute, np.nan)
+    scale = std.copy()
+    columns = np.flatnonzero(_rolling_median_above_std(moved, std).any(axis=0))
+    if len(columns):
+        median = pd.DataFrame(moved[:, columns]).rolling(SCALE_WINDOW, min_periods=1).median()
+        floored = np.fmax(std[:, columns], median.to_numpy())
+        floored[np.isnan(std[:, columns])] = np.nan
+        scale[:, columns] = floored
+    # The scale of row t is that of the rows before it.
+    scale = np.vstack([np.full((1, changes.shape[1]), np.nan), scale[:-1]])
     with np.errstate(divide="ignore", invalid="ignore"):
         z = changes / scale
     z[(scale == 0) & (changes == 0)] = 0.0
@@ -119,7 +148,11 @@ def _ordinal(day: object) -> int:
 
 def _observations(frame: pd.DataFrame, end: date) -> tuple[np.ndarray, np.ndarray]:
     """Days (proleptic ordinals) and values of the finite observations up to `end`."""
-    days = np.fromiter((_ordinal(d) for d in frame["date"]), dtype=np.int64, count=len(frame))
+    column = frame["date"].tolist()
+    try:
+        days = np.array([d.toordinal() for d in column], dtype=np.int64)
+    except AttributeError:  # ISO strings
+        days = np.array([_ordinal(d) for d in column], dtype=np.int64)
     values = pd.to_numeric(pd.Series(frame["value"]), errors="coerce").to_numpy(float)
     keep = np.isfinite(values) & (days <= end.toordinal())
     days, values = days[keep], values[keep]
