@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,8 +35,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from daily_index import exports
 from daily_index.api.cache import ResponseCache, SeriesCache, etag_of
 from daily_index.api.settings import ApiSettings, digest
-from daily_index.registry import KpiSpec, Registry, RegistryError, current_registry
+from daily_index.registry import KpiSpec, Registry, RegistryError, load_registry, registry_path
 from daily_index.storage.objectstore import ObjectStore, StorageError
+from daily_index.storage.series import series_key
 
 log = logging.getLogger("daily_index.api")
 
@@ -67,6 +69,40 @@ class BadParameter(Exception):
         self.detail = detail
 
 
+class HotAnswer:
+    """A built 200 answer and the versions (series object, registry file) it was built from."""
+
+    __slots__ = ("key", "version", "registry_version", "headers", "body")
+
+    def __init__(self, key: str, version: Any, registry_version: Any, response: Response):
+        self.key = key
+        self.version = version
+        self.registry_version = registry_version
+        self.headers = response.raw_headers
+        self.body = response.body
+
+    async def send(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+class HotAnswers:
+    """Answers by exact URL (path and query string), at most `size` of them."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._answers: dict[tuple[str, bytes], HotAnswer] = {}
+
+    def get(self, url: tuple[str, bytes]) -> HotAnswer | None:
+        return self._answers.get(url)
+
+    def remember(self, url: tuple[str, bytes], answer: HotAnswer) -> None:
+        if len(self._answers) >= self.size and url not in self._answers:
+            # Dropping the oldest is enough: an evicted answer is only rebuilt from the cache.
+            self._answers.pop(next(iter(self._answers)))
+        self._answers[url] = answer
+
+
 class RateLimiter:
     """A token bucket per key: `limit` requests per `window_s`, refilled continuously.
 
@@ -95,8 +131,9 @@ class RateLimiter:
 class ApiKeyGate:
     """ASGI middleware: the key check and the rate limit, before routing (see module doc)."""
 
-    def __init__(self, app: ASGIApp, settings: ApiSettings):
+    def __init__(self, app: ASGIApp, settings: ApiSettings, api: ReadApi | None = None):
         self.app = app
+        self.api = api
         self.digests = settings.key_digests
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_window_s)
 
@@ -148,6 +185,11 @@ class ApiKeyGate:
             )
             await response(scope, receive, send)
             return
+        if self.api is not None:
+            hot = self.api.hot_answer(scope)
+            if hot is not None:
+                await hot.send(send)
+                return
         scope.setdefault("state", {})["api_key"] = f"key#{index + 1}"
         await self.app(scope, receive, send)
 
@@ -183,23 +225,38 @@ class ReadApi:
         self.environ = dict(environ) if environ is not None else None
         self.series = SeriesCache(store, settings.cache_ttl_s)
         self.answers = ResponseCache()
-        self._registry: Registry = current_registry(self.environ)
+        self.hot = HotAnswers()
+        self._registry_file = registry_path(self.environ)
+        self._registry_version: tuple[int, int, int] | None = None
+        self._registry = load_registry(self._registry_file)
+        self._specs = {spec.id: spec for spec in self._registry.kpis}
+        self._registry_version = self._registry_mtime()
+
+    def _registry_mtime(self) -> tuple[int, int, int] | None:
+        try:
+            info = os.stat(self._registry_file)
+        except OSError:
+            return None
+        return (info.st_ino, info.st_mtime_ns, info.st_size)
 
     def registry(self) -> Registry:
-        """The registry in use; a file made invalid while serving keeps the last good one."""
-        try:
-            self._registry = current_registry(self.environ)
-        except RegistryError as exc:
-            log.warning("registry not reloaded, serving the last valid one: %s", exc)
+        """The registry in use, read again when its file changes (one `stat` per request).
+
+        A file made invalid while serving keeps the last good registry (and says so in the log).
+        """
+        version = self._registry_mtime()
+        if version != self._registry_version:
+            self._registry_version = version
+            try:
+                self._registry = load_registry(self._registry_file)
+                self._specs = {spec.id: spec for spec in self._registry.kpis}
+            except RegistryError as exc:
+                log.warning("registry not reloaded, serving the last valid one: %s", exc)
         return self._registry
 
     def spec(self, kpi_id: str) -> KpiSpec | None:
-        if not _ID_RE.fullmatch(kpi_id):
-            return None
-        for spec in self.registry().kpis:
-            if spec.id == kpi_id:
-                return spec
-        return None
+        self.registry()
+        return self._specs.get(kpi_id)
 
     async def _read(self, function: Callable[..., Any], *args: Any, cheap: bool) -> Any:
         # Reads that wait on the network go to a worker thread; a cache hit stays on the loop.
@@ -287,7 +344,34 @@ class ReadApi:
             headers["Content-Disposition"] = f'attachment; filename="{spec.id}_{window}.{fmt}"'
         if etag in _if_none_match(request):
             return Response(status_code=304, headers=headers)
-        return Response(body, media_type=FORMATS[fmt], headers=headers)
+        response = Response(body, media_type=FORMATS[fmt], headers=headers)
+        self.hot.remember(
+            (request.scope["path"], request.scope["query_string"]),
+            HotAnswer(series_key(spec.id), stored.version, self._registry_version, response),
+        )
+        return response
+
+    def hot_answer(self, scope: Scope) -> HotAnswer | None:
+        """The answer already built for exactly this URL, if it still holds.
+
+        It holds while the series object and the registry file are unchanged; a request
+        with `If-None-Match`, or whose version check would wait on the network, takes the
+        normal path. Skipping routing and parameter parsing is most of a request's cost.
+        """
+        if scope["method"] != "GET":
+            return None
+        found = self.hot.get((scope["path"], scope["query_string"]))
+        if found is None or found.registry_version != self._registry_mtime():
+            return None
+        if any(name == b"if-none-match" for name, _ in scope["headers"]):
+            return None
+        versions = self.series.versions
+        try:
+            if not versions.is_cheap(found.key) or versions.version(found.key) != found.version:
+                return None
+        except StorageError:
+            return None  # the normal path answers 503 and logs why
+        return found
 
     async def report(self, request: Request) -> Response:
         if request.query_params:
@@ -369,4 +453,4 @@ def create_app(
         routes=routes,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )
-    return ApiKeyGate(app, settings)
+    return ApiKeyGate(app, settings, api)

@@ -38,6 +38,7 @@ class ObjectVersions:
         self.local = isinstance(store, LocalObjectStore)
         """A version costs one `stat`: good enough to ask on every request."""
         self._remembered: dict[str, tuple[float, Hashable]] = {}
+        self._paths: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def is_cheap(self, key: str) -> bool:
@@ -50,9 +51,12 @@ class ObjectVersions:
 
     def version(self, key: str) -> Hashable:
         if self.local:
-            path = self.store.local_path(key)
+            path = self._paths.get(key)
+            if path is None:
+                # Resolved once per key: resolving a path costs more than the stat itself.
+                path = self._paths[key] = str(self.store.local_path(key))
             try:
-                info = os.stat(path)  # type: ignore[arg-type]
+                info = os.stat(path)
             except FileNotFoundError:
                 return ABSENT
             except OSError as exc:

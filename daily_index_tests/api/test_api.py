@@ -300,6 +300,23 @@ def test_a_registry_broken_while_serving_keeps_the_last_good_one(fresh_store, tm
     assert response.status_code == 200
 
 
+def test_a_registry_change_is_served_at_once(fresh_store, tmp_path):
+    """The unit is part of the answer: a registry edit changes the answer for the same URL."""
+    from daily_index_tests.api.support import REGISTRY
+
+    registry = tmp_path / "kpis.yaml"
+    registry.write_text(REGISTRY, encoding="utf-8")
+    env = {"DAILY_INDEX_KPIS_FILE": str(registry)}
+    query = {"to": "2026-01-02", "format": "csv"}
+    with serve(fresh_store, env) as api:
+        before = [get(api, "/v1/kpis/btc_price/series", params=query).text for _ in range(2)]
+        registry.write_text(REGISTRY.replace("unit: USD", "unit: USDT"), encoding="utf-8")
+        after = get(api, "/v1/kpis/btc_price/series", params=query).text
+    assert before[0] == before[1]
+    assert before[0].startswith("date,btc_price [USD]\n")
+    assert after.startswith("date,btc_price [USDT]\n")
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
