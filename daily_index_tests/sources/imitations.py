@@ -150,16 +150,18 @@ class Imitations:
         return routes
 
     def _simple_price(self, query: dict[str, str]) -> tuple[int, Any]:
-        coin, vs = query.get("ids", ""), query.get("vs_currencies", "")
-        if (coin, vs) not in COINS:
-            return 200, {}
+        coins, vs = query.get("ids", "").split(","), query.get("vs_currencies", "")
         now = self._now_s
-        return 200, {coin: {vs: price(COINS[(coin, vs)], now), "last_updated_at": now}}
+        return 200, {
+            coin: {vs: price(COINS[(coin, vs)], now), "last_updated_at": now}
+            for coin in coins
+            if (coin, vs) in COINS
+        }
 
     def _global(self, query: dict[str, str]) -> tuple[int, Any]:
         return 200, {
             "data": {
-                "market_cap_percentage": {"btc": 57.1, "eth": 12.2},
+                "market_cap_percentage": {"btc": 57.1, "eth": 12.2, "usdt": 4.6},
                 "total_market_cap": {"usd": 3.2e12},
                 "updated_at": self._now_s,
             }
