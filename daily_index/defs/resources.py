@@ -27,6 +27,9 @@ from daily_index.sources.base import (
     DEFAULT_BASE_URLS,
     DEFAULT_RATE_LIMITS,
     FETCH_BUDGET_ENV,
+    N8N_CONCURRENCY_ENV,
+    N8N_READY_WAIT_ENV,
+    N8N_TIMEOUT_ENV,
     RETRY_AFTER_MAX_ENV,
     SourceSettings,
     rate_limit_env,
@@ -95,6 +98,11 @@ class KpiSourcesResource(dg.ConfigurableResource):
     timeout_s: float = 15.0
     max_attempts: int = 4
     concurrency: int = 32
+    n8n_concurrency: int = Field(default=8, description="n8n webhook calls in flight at once.")
+    n8n_timeout_s: float = Field(default=30.0, description="Wait for one n8n webhook answer.")
+    n8n_ready_wait_s: float = Field(
+        default=60.0, description="Longest wait for a starting n8n (0: none), within the budget."
+    )
     rate_limits: dict[str, float] = Field(
         default_factory=dict,
         description="Requests per minute per source family (0: none), over the defaults.",
@@ -124,6 +132,9 @@ class KpiSourcesResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s,
             max_attempts=self.max_attempts,
             concurrency=self.concurrency,
+            family_concurrency={"n8n": self.n8n_concurrency},
+            n8n_timeout_s=self.n8n_timeout_s,
+            n8n_ready_wait_s=self.n8n_ready_wait_s,
             rate_limits={**DEFAULT_RATE_LIMITS, **self.rate_limits},
             retry_after_max_s=self.retry_after_max_s,
             fetch_budget_s=self.fetch_budget_s,
@@ -240,6 +251,9 @@ def sources_from_env(environ: Mapping[str, str]) -> KpiSourcesResource:
         timeout_s=env_float(environ, "DAILY_INDEX_FETCH_TIMEOUT_S", 15.0),
         max_attempts=env_int(environ, "DAILY_INDEX_FETCH_MAX_ATTEMPTS", 4),
         concurrency=env_int(environ, "DAILY_INDEX_FETCH_CONCURRENCY", 32),
+        n8n_concurrency=env_int(environ, N8N_CONCURRENCY_ENV, 8, minimum=1),
+        n8n_timeout_s=_positive(environ, N8N_TIMEOUT_ENV, 30.0),
+        n8n_ready_wait_s=_non_negative(environ, N8N_READY_WAIT_ENV, 60.0),
         rate_limits=_rate_limits(environ),
         retry_after_max_s=_non_negative(environ, RETRY_AFTER_MAX_ENV, 120.0),
         fetch_budget_s=_non_negative(environ, FETCH_BUDGET_ENV, 600.0),
@@ -253,6 +267,13 @@ def _non_negative(environ: Mapping[str, str], name: str, default: float) -> floa
     value = env_float(environ, name, default)
     if value < 0:
         raise ConfigurationError(f"{name} must be >= 0, got {value:g}")
+    return value
+
+
+def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
+    value = env_float(environ, name, default)
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be > 0, got {value:g}")
     return value
 
 

@@ -37,9 +37,16 @@ DEFAULT_RATE_LIMITS: dict[str, float] = {
     "defillama_stablecoins": 60,
     # FRED: 120 requests a minute per API key (FRED API documentation).
     "fred": 120,
-    # Our own n8n: bounded by DAILY_INDEX_FETCH_CONCURRENCY, not by a rate.
+    # Our own n8n: bounded by its concurrency (DEFAULT_FAMILY_CONCURRENCY), not by a rate.
     "n8n": 0,
 }
+
+# Requests in flight at once per source family, within the batch's overall concurrency
+# (DAILY_INDEX_FETCH_CONCURRENCY) which bounds the families not listed. n8n on 2 cores runs
+# 4-6 webhook executions a second: with 32 requests in flight some waited past a 15 s timeout
+# and n8n kept executing the abandoned ones (331 executions for 200 KPIs); 8 was as fast
+# with no timeout.
+DEFAULT_FAMILY_CONCURRENCY: dict[str, int] = {"n8n": 8}
 
 # How a family is named in reasons an operator reads.
 FAMILY_NAMES: dict[str, str] = {
@@ -54,6 +61,9 @@ FAMILY_NAMES: dict[str, str] = {
 
 RETRY_AFTER_MAX_ENV = "DAILY_INDEX_RETRY_AFTER_MAX_S"
 FETCH_BUDGET_ENV = "DAILY_INDEX_FETCH_BUDGET_S"
+N8N_CONCURRENCY_ENV = "DAILY_INDEX_N8N_CONCURRENCY"
+N8N_TIMEOUT_ENV = "DAILY_INDEX_N8N_TIMEOUT_S"
+N8N_READY_WAIT_ENV = "DAILY_INDEX_N8N_READY_WAIT_S"
 
 
 def rate_limit_env(family: str) -> str:
@@ -94,6 +104,16 @@ class SourceSettings:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 10.0
     concurrency: int = 32
+    family_concurrency: dict[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_FAMILY_CONCURRENCY)
+    )
+    # A webhook runs a whole workflow, whose own upstream calls may take about 10 s: a POST
+    # waits longer than an API call, and one that timed out is not sent again (n8n keeps
+    # executing it, so a second POST would double the work).
+    n8n_timeout_s: float = 30.0
+    # How long a run waits for a starting n8n (health check, then webhooks registered)
+    # before failing its n8n KPIs; within the fetch budget (0: no wait, no start-up retries).
+    n8n_ready_wait_s: float = 60.0
     rate_limits: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
     # The longest Retry-After honoured; a server asking for more fails the KPI at once.
     retry_after_max_s: float = 120.0
@@ -104,6 +124,11 @@ class SourceSettings:
     # parsed: a bigger or deeper body is a broken or hostile far end, not data.
     max_response_bytes: int = 1_048_576
     max_json_depth: int = 64
+
+    def concurrency_of(self, family: str) -> int | None:
+        """The family's own bound on requests in flight, if it has one."""
+        limit = self.family_concurrency.get(family)
+        return max(1, limit) if limit else None
 
     def base_url(self, spec: KpiSpec, family: str) -> str:
         chosen = spec.source.base_url or self.base_urls.get(family) or DEFAULT_BASE_URLS[family]

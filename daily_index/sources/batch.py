@@ -3,8 +3,9 @@
 A run over N days asks each API for the KPI's whole span at once (`days_of`), identical GETs
 (the same URL and query) are sent once and their answer shared by every KPI-day that asks
 (three KPIs on CoinGecko's `/global`, two on the same Binance symbol, DefiLlama's chart for
-every day), and every request of a source family passes that family's rate limiter. Nothing
-here outlives the batch: the next run asks again.
+every day), and every request of a source family passes that family's rate limiter and then
+its bounds on requests in flight: the family's own (n8n: 8 by default), then the batch's.
+Nothing here outlives the batch: the next run asks again.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 from daily_index.sources.base import (
     FETCH_BUDGET_ENV,
@@ -25,6 +27,7 @@ from daily_index.sources.base import (
     rate_limit_env,
 )
 
+T = TypeVar("T")
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 
@@ -139,6 +142,8 @@ class Batch:
         self._shared: dict[Any, asyncio.Future] = {}
         self._limiters: dict[str, RateLimiter] = {}
         self._semaphore = asyncio.Semaphore(max(1, self.settings.concurrency))
+        self._family_semaphores: dict[str, asyncio.Semaphore] = {}
+        self._locals: dict[Any, Any] = {}
         budget = self.settings.fetch_budget_s
         self.deadline = self.clock() + budget if budget and budget > 0 else None
 
@@ -157,6 +162,30 @@ class Batch:
     @property
     def semaphore(self) -> asyncio.Semaphore:
         return self._semaphore
+
+    @asynccontextmanager
+    async def slot(self, family: str) -> AsyncIterator[None]:
+        """One request in flight: the family's own bound first, then the batch's.
+
+        In that order, a family at its bound waits without holding a batch slot that another
+        family could use.
+        """
+        limit = self.settings.concurrency_of(family)
+        if limit is None:
+            async with self._semaphore:
+                yield
+            return
+        own = self._family_semaphores.get(family)
+        if own is None:
+            own = self._family_semaphores[family] = asyncio.Semaphore(limit)
+        async with own, self._semaphore:
+            yield
+
+    def local(self, key: Any, make: Callable[[], T]) -> T:
+        """A per-batch object for `key` (e.g. one n8n instance's start-up state), made once."""
+        if key not in self._locals:
+            self._locals[key] = make()
+        return self._locals[key]
 
     def left_s(self) -> float | None:
         return None if self.deadline is None else self.deadline - self.clock()

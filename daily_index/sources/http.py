@@ -337,11 +337,32 @@ class Http:
         return await self._counted(self.batch.shared(("shared", key), run), shared=True)
 
     async def post_json(
-        self, url: str, body: Any, *, family: str, headers: dict[str, str] | None = None
+        self,
+        url: str,
+        body: Any,
+        *,
+        family: str,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+        retry_timeouts: bool = True,
     ) -> Any:
-        """POST a JSON body (never shared: each trigger is its own)."""
+        """POST a JSON body (never shared: each trigger is its own).
+
+        `timeout_s` replaces the settings' timeout for this call; `retry_timeouts=False`
+        sends nothing again after a timeout (a far end that keeps working on an abandoned
+        request would do the work twice).
+        """
         return await self._counted(
-            self._call("POST", url, family=family, json_body=body, headers=headers), shared=False
+            self._call(
+                "POST",
+                url,
+                family=family,
+                json_body=body,
+                headers=headers,
+                timeout_s=timeout_s,
+                retry_timeouts=retry_timeouts,
+            ),
+            shared=False,
         )
 
     async def _counted(self, call: Awaitable[tuple[T, int, float]], *, shared: bool) -> T:
@@ -370,6 +391,8 @@ class Http:
         params: dict[str, Any] | None = None,
         json_body: Any = None,
         headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+        retry_timeouts: bool = True,
     ) -> tuple[Any, int, float]:
         """Call the endpoint with retries: the decoded JSON body, attempts, seconds waited.
 
@@ -379,7 +402,14 @@ class Http:
         """
         try:
             return await self._request_json(
-                method, url, family, params=params, json_body=json_body, headers=headers
+                method,
+                url,
+                family,
+                params=params,
+                json_body=json_body,
+                headers=headers,
+                timeout_s=timeout_s if timeout_s is not None else self.settings.timeout_s,
+                retry_timeouts=retry_timeouts,
             )
         except _Attempts as counted:
             counted.error.attempts = counted.tries
@@ -395,6 +425,8 @@ class Http:
         params: dict[str, Any] | None,
         json_body: Any,
         headers: dict[str, str] | None,
+        timeout_s: float,
+        retry_timeouts: bool,
     ) -> tuple[Any, int, float]:
         settings = self.settings
         batch = self.batch
@@ -406,7 +438,7 @@ class Http:
             params=params,
             json=json_body,
             headers=headers,
-            timeout=httpx.Timeout(settings.timeout_s),
+            timeout=httpx.Timeout(timeout_s),
         )
         place = where(request.url)
         tries = 0
@@ -428,7 +460,7 @@ class Http:
             tries += 1
             batch.calls[family] += 1
             try:
-                async with batch.semaphore:
+                async with batch.slot(family):
                     response = await self.client.send(request, stream=True)
                     try:
                         body = await self._read_capped(response, place)
@@ -461,14 +493,19 @@ class Http:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(max(1, settings.max_attempts)) | past_budget,
             wait=_WaitRetryAfter(settings),
-            retry=retry_if_exception(lambda exc: isinstance(exc, _RetryableError)),
+            retry=retry_if_exception(
+                lambda exc: (
+                    isinstance(exc, _RetryableError) and (retry_timeouts or exc.kind != "timeout")
+                )
+            ),
             sleep=sleep,
             reraise=True,
         )
         try:
             response, body = await retrying(attempt)
         except _RetryableError as exc:
-            raise _Attempts(tries, waited, self._final_error(exc, place, tries)) from None
+            error = self._final_error(exc, place, tries, timeout_s, retry_timeouts)
+            raise _Attempts(tries, waited, error) from None
         except SourceError as exc:
             raise _Attempts(tries, waited, exc) from None
         try:
@@ -561,17 +598,25 @@ class Http:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _final_error(self, exc: _RetryableError, place: str, tries: int) -> SourceError:
+    def _final_error(
+        self,
+        exc: _RetryableError,
+        place: str,
+        tries: int,
+        timeout_s: float,
+        retry_timeouts: bool,
+    ) -> SourceError:
         plural = "attempt" if tries == 1 else "attempts"
-        if tries < self.settings.max_attempts:
+        if exc.kind == "timeout" and not retry_timeouts:
+            plural += "; not sent again: the far end may still be working on it"
+        elif tries < self.settings.max_attempts:
             plural += (
                 f"; no more: the next wait would pass the fetch budget ({FETCH_BUDGET_ENV}="
                 f"{self.settings.fetch_budget_s:g})"
             )
         if exc.kind == "timeout":
             return SourceError(
-                f"timed out after {_seconds(self.settings.timeout_s)} waiting for {place} "
-                f"({tries} {plural})",
+                f"timed out after {_seconds(timeout_s)} waiting for {place} ({tries} {plural})",
                 "timeout",
                 retryable=True,
             )

@@ -31,4 +31,5 @@ def settings(server: ReplayServer) -> SourceSettings:
         backoff_base_s=0.01,
         backoff_max_s=0.05,
         concurrency=16,
+        n8n_ready_wait_s=1.0,
     )

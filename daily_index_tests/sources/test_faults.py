@@ -273,7 +273,7 @@ def test_unexpected_exception_is_an_internal_error(settings):
 def test_n8n_sends_the_trigger_with_the_auth_header(settings, server):
     outcome = fetch(settings, "usdt_dominance", PAST)
     assert isinstance(outcome.update, KPIDataUpdate)
-    (seen,) = server.requests
+    (seen,) = [r for r in server.requests if r.method == "POST"]  # after its health check
     assert seen.headers["x-n8n-auth"] == N8N_SECRET
     trigger = json.loads(seen.body)
     assert trigger["kpiId"] == "usdt_dominance" and trigger["timestamp"] == "2026-10-06T12:00:00Z"
@@ -284,7 +284,7 @@ def test_n8n_without_auth_settings_sends_no_auth_header(settings, server):
     fetch(
         dataclasses.replace(settings, n8n_auth_header=None, n8n_auth_value=None), "usdt_dominance"
     )
-    assert "x-n8n-auth" not in server.headers_seen("/n8n/")[0]
+    assert "x-n8n-auth" not in server.headers_seen("/n8n/webhook/")[0]
 
 
 def test_n8n_answer_for_another_kpi_is_rejected(settings, server):
@@ -366,7 +366,7 @@ def test_n8n_post_is_resent_whole_after_a_5xx(settings, server):
     server.inject(WEBHOOK, Fault(status=502))
     outcome = fetch(settings, "usdt_dominance")
     assert isinstance(outcome.update, KPIDataUpdate) and outcome.attempts == 2
-    first, second = server.requests
+    first, second = [r for r in server.requests if r.method == "POST"]
     assert first.body == second.body and json.loads(second.body)["kpiId"] == "usdt_dominance"
 
 
