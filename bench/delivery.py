@@ -7,7 +7,11 @@ progress, resumed each time; then a run completes and two more use up the failin
 endpoints' attempts (3). Prints each run's figures, and whether the ledger's attempts
 equal the requests the receivers got, endpoint by endpoint.
 
-    python bench/delivery.py [--endpoints 5000] [--concurrency 64] [--kills 4]
+Half the subscribers receive the summary, half the PDF; json:// webhooks never get the PDF
+attached (they get the link) unless `--attach-json` sets their limit above the PDF's size,
+as every webhook was sent before per-channel limits (base64 in the JSON body).
+
+    python bench/delivery.py [--endpoints 5000] [--concurrency 64] [--kills 4] [--attach-json]
 """
 
 from __future__ import annotations
@@ -29,7 +33,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing import Process, Queue
 from pathlib import Path
 
-from daily_index.delivery import ReportPayload, Subscriber, deliver, read_ledger
+from daily_index.delivery import (
+    AttachPolicy,
+    ReportPayload,
+    Subscriber,
+    deliver,
+    parse_attach_limits,
+    read_ledger,
+)
 from daily_index.storage.objectstore import LocalObjectStore
 
 DAY = date(2024, 5, 1)
@@ -130,7 +141,9 @@ def _get(port: int, path: str) -> dict:
         return json.loads(answer.read())
 
 
-def _deliver(root: Path, pdf: Path, ports: list[int], n: int, concurrency: int):
+def _deliver(
+    root: Path, pdf: Path, ports: list[int], n: int, concurrency: int, attach_json: bool = False
+):
     return deliver(
         day=DAY,
         store=LocalObjectStore(root),
@@ -143,13 +156,18 @@ def _deliver(root: Path, pdf: Path, ports: list[int], n: int, concurrency: int):
         ),
         concurrency=concurrency,
         max_attempts=MAX_ATTEMPTS,
+        attach_policy=AttachPolicy(parse_attach_limits("json=10MB" if attach_json else "")),
     )
 
 
 def _ledger_line(root: Path) -> str:
     ledger = read_ledger(LocalObjectStore(root), DAY)
     statuses = ledger.status.value_counts().to_dict()
-    return f"ledger {dict(sorted(statuses.items()))}, uncertain {int(ledger.uncertain.sum())}"
+    delivered = ledger.delivered.value_counts().to_dict()
+    return (
+        f"ledger {dict(sorted(statuses.items()))}, uncertain {int(ledger.uncertain.sum())}, "
+        f"delivered {dict(sorted(delivered.items()))}"
+    )
 
 
 def main() -> None:
@@ -157,6 +175,9 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--kills", type=int, default=4)
+    parser.add_argument(
+        "--attach-json", action="store_true", help="attach the PDF on json:// (base64) too"
+    )
     parser.add_argument(
         "--child", nargs=3, metavar=("ROOT", "PDF", "PORTS"), help=argparse.SUPPRESS
     )
@@ -169,6 +190,7 @@ def main() -> None:
             [int(p) for p in ports.split(",")],
             args.endpoints,
             args.concurrency,
+            args.attach_json,
         )
         return
 
@@ -183,7 +205,9 @@ def main() -> None:
         pdf.write_bytes(b"%PDF-1.7\n" + b"0" * 200_000)
         print(
             f"endpoints {n}: {dict(Counter(kind_of(i) for i in range(n)))}, "
-            f"concurrency {args.concurrency}"
+            f"concurrency {args.concurrency}, json:// "
+            + ("PDF attached (base64)" if args.attach_json else "gets the link")
+            + f", load average {'/'.join(f'{x:.1f}' for x in os.getloadavg())}"
         )
 
         for kill in range(1, args.kills + 1):
@@ -198,6 +222,7 @@ def main() -> None:
                     str(n),
                     "--concurrency",
                     str(args.concurrency),
+                    *(["--attach-json"] if args.attach_json else []),
                     "--child",
                     str(root),
                     str(pdf),
@@ -217,12 +242,13 @@ def main() -> None:
         runs = []
         for label in ("resumed to the end", "retry of the failed", "last attempt of the failed"):
             begun = time.perf_counter()
-            summary = _deliver(root, pdf, ports, n, args.concurrency)
+            summary = _deliver(root, pdf, ports, n, args.concurrency, args.attach_json)
             wall = time.perf_counter() - begun
             runs.append(summary)
             print(
                 f"{label}: {wall:.1f} s, this run {summary.sent} sent / {summary.failed} failed / "
-                f"{summary.dead} dead, skipped {summary.skipped_by_reason}; {_ledger_line(root)}"
+                f"{summary.dead} dead (sent as {summary.by_delivery}), skipped "
+                f"{summary.skipped_by_reason}; {_ledger_line(root)}"
             )
 
         counts = _get(ports[0], "/_counts")

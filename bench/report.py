@@ -165,6 +165,18 @@ def preload_history(data_dir: Path, kpi_ids: list[str], day: date, days: int) ->
 # --- measuring ------------------------------------------------------------------------------
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and its waited-for children (user + system)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _load() -> str:
+    """The 1/5/15-minute load averages: wall times on a shared machine depend on them."""
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 class TreeRss:
     """Samples the summed RSS of this process and its descendants (minus the harness)."""
 
@@ -446,7 +458,7 @@ def _run(
             f"receives {args.receives}, {expected['dead_port']} dead port + "
             f"{expected['http_500']} HTTP 500)"
         )
-        + f", day {day}, {os.cpu_count()} CPUs",
+        + f", day {day}, {os.cpu_count()} CPUs, load average {_load()}",
         flush=True,
     )
     preload_s = preload_history(data_dir, kpi_ids, day, args.days)
@@ -469,11 +481,11 @@ def _run(
         report_job = defs.resolve_job_def("daily_report_job")
         built = time.perf_counter() - day_started
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         kpis = kpi_job.execute_in_process(
             partition_key=day.isoformat(), instance=instance, raise_on_error=False, run_config=quiet
         )
-        kpis_wall = time.perf_counter() - t0
+        kpis_wall, kpis_cpu = time.perf_counter() - t0, _cpu_s() - c0
         stored = len(kpis.get_asset_materialization_events())
         print(
             f"  KPI run          {kpis_wall:6.2f} s  ({stored}/{args.kpis} stored"
@@ -485,7 +497,7 @@ def _run(
         selection = None
         if args.skip_delivery:
             selection = [CHARTS_KEY, ANALYSIS_KEY, PDF_KEY]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         report = report_job.execute_in_process(
             partition_key=day.isoformat(),
             instance=instance,
@@ -493,7 +505,7 @@ def _run(
             run_config=quiet,
             asset_selection=selection,
         )
-        report_wall = time.perf_counter() - t0
+        report_wall, report_cpu = time.perf_counter() - t0, _cpu_s() - c0
         day_wall = time.perf_counter() - day_started
         stages = {stage_of(k): v for k, v in step_times(instance, kpis.run_id).items()}
         stages |= {stage_of(k): v for k, v in step_times(instance, report.run_id).items()}
@@ -521,7 +533,11 @@ def _run(
         f"  Dagster outside steps {overhead:5.2f} s (run start/stop, event log), "
         f"definitions built in {built:.2f} s, imports {imported:.2f} s"
     )
-    print(f"  runs: KPI job {kpis_wall:.2f} s, report job {report_wall:.2f} s")
+    print(
+        f"  runs: KPI job {kpis_wall:.2f} s ({kpis_cpu:.1f} CPU s), report job "
+        f"{report_wall:.2f} s ({report_cpu:.1f} CPU s; this process and its waited-for "
+        f"children); load average at the end {_load()}"
+    )
     print(
         f"whole day        {day_wall:7.2f} s{target('total', day_wall)}  "
         "(definitions + KPI run + report run; preload and imports excluded)"
