@@ -50,7 +50,6 @@ SERIES_PARAMETERS = ("from", "to", "format")
 MAX_WINDOW_DAYS = 20_000
 """The longest window a series request may cover (about 55 years): bounds an answer's size."""
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_ID_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def report_key(day: date) -> str:
@@ -190,7 +189,6 @@ class ApiKeyGate:
             if hot is not None:
                 await hot.send(send)
                 return
-        scope.setdefault("state", {})["api_key"] = f"key#{index + 1}"
         await self.app(scope, receive, send)
 
 
@@ -227,10 +225,10 @@ class ReadApi:
         self.answers = ResponseCache()
         self.hot = HotAnswers()
         self._registry_file = registry_path(self.environ)
-        self._registry_version: tuple[int, int, int] | None = None
+        # The version is taken before the read: an edit in between is read on the next request.
+        self._registry_version = self._registry_mtime()
         self._registry = load_registry(self._registry_file)
         self._specs = {spec.id: spec for spec in self._registry.kpis}
-        self._registry_version = self._registry_mtime()
 
     def _registry_mtime(self) -> tuple[int, int, int] | None:
         try:

@@ -103,14 +103,12 @@ class ObjectVersions:
 class CachedSeries:
     version: Hashable
     rows: dict[date, SeriesRow]
+    first: date | None
+    last: date | None
 
-    @property
-    def first(self) -> date | None:
-        return min(self.rows) if self.rows else None
-
-    @property
-    def last(self) -> date | None:
-        return max(self.rows) if self.rows else None
+    @classmethod
+    def of(cls, version: Hashable, rows: dict[date, SeriesRow]) -> CachedSeries:
+        return cls(version, rows, min(rows, default=None), max(rows, default=None))
 
 
 class SeriesCache(KpiSeriesStore):
@@ -151,7 +149,7 @@ class SeriesCache(KpiSeriesStore):
             return cached
         # Tagged with the version seen before the read: a write landing in between leaves a
         # newer version behind, so the next request reads again.
-        fresh = CachedSeries(version, {} if version == ABSENT else super().rows(kpi_id))
+        fresh = CachedSeries.of(version, {} if version == ABSENT else super().rows(kpi_id))
         with self._lock:
             self._series[kpi_id] = fresh
         return fresh
