@@ -62,8 +62,14 @@ class Series:
         return self.values[: bisect.bisect_right(self.days, day)]
 
     def has(self, day: date) -> bool:
+        return self.at(day) is not None
+
+    def at(self, day: date) -> float | None:
+        """The value observed on `day`, or None."""
         index = bisect.bisect_left(self.days, day)
-        return index < len(self.days) and self.days[index] == day
+        if index < len(self.days) and self.days[index] == day:
+            return float(self.values[index])
+        return None
 
 
 class NotComputed(Exception):
@@ -108,20 +114,23 @@ def value_on(
         return float(numerator / denominator)
     if params.op == "correlation":
         (second, other) = rest[0]
-        common = sorted(set(series.days[: bisect.bisect_right(series.days, day)]) & set(other.days))
-        if len(common) < window + 1:
+        # The last window + 1 days on which both have an observation, walking back from the day.
+        pairs: list[tuple[float, float]] = []
+        for index in range(bisect.bisect_right(series.days, day) - 1, -1, -1):
+            paired = other.at(series.days[index])
+            if paired is not None:
+                pairs.append((float(series.values[index]), paired))
+                if len(pairs) == window + 1:
+                    break
+        if len(pairs) < window + 1:
             raise NotComputed(
                 GAP_HISTORY,
                 f"not enough history yet: {window + 1} days on which both kpi/{first.id} and "
-                f"kpi/{second.id} have an observation needed, {len(common)} stored",
+                f"kpi/{second.id} have an observation needed, {len(pairs)} stored",
             )
-        picked = common[-(window + 1) :]
-        a = _returns(
-            np.array([series.values[series.days.index(d)] for d in picked]), first.change_unit
-        )
-        b = _returns(
-            np.array([other.values[other.days.index(d)] for d in picked]), second.change_unit
-        )
+        pairs.reverse()
+        a = _returns(np.array([p[0] for p in pairs]), first.change_unit)
+        b = _returns(np.array([p[1] for p in pairs]), second.change_unit)
         for spec, returns in ((first, a), (second, b)):
             if not np.all(np.isfinite(returns)):
                 raise NotComputed(UNDEFINED, f"kpi/{spec.id} has a 0 value inside the window")
@@ -186,6 +195,7 @@ def compute_outcomes(
     for request in requests:
         by_kpi.setdefault(request.spec.id, []).append(request)
     cache: dict[str, dict[date, float]] = {}
+    built: dict[str, Series] = {}
     computed: dict[tuple[str, date], FetchOutcome] = {}
 
     def series_of(kpi_id: str) -> dict[date, float]:
@@ -193,14 +203,19 @@ def compute_outcomes(
             cache[kpi_id] = dict(read(kpi_id))
         return cache[kpi_id]
 
+    def arrays_of(kpi_id: str) -> Series:
+        # Built once per input: a KPI's own days are all computed before those derived from it.
+        if kpi_id not in built:
+            built[kpi_id] = Series.of(series_of(kpi_id))
+        return built[kpi_id]
+
     for spec in derived_order([r.spec for r in requests]):
         params = spec.derived
         for request in by_kpi.get(spec.id, []):
             started = time.perf_counter()
             try:
                 inputs = [
-                    (_input_spec(specs, name, spec), Series.of(series_of(name)))
-                    for name in params.inputs
+                    (_input_spec(specs, name, spec), arrays_of(name)) for name in params.inputs
                 ]
                 for input_spec, series in inputs:
                     _require(input_spec, series, request, computed, status_of)
@@ -219,6 +234,7 @@ def compute_outcomes(
                     },
                 )
                 series_of(spec.id)[request.day] = value
+                built.pop(spec.id, None)
             except NotComputed as exc:
                 update = make_error(
                     kpi_id=spec.id,

@@ -130,13 +130,13 @@ def test_the_schedule_leaves_out_kpis_without_an_observation_that_day():
 
     # Monday 30 Nov: the crypto KPIs for the day; FRED's 2-day-late series for Saturday the
     # 28th are not due (a weekend), DFF (every day) is; the dollar index (10 days late) for
-    # Friday the 20th.
+    # Friday the 20th, with the BTC/dollar correlation derived from it (the same lag).
     monday = tick(30)
     assert set(monday) == {"2026-11-30", "2026-11-28", "2026-11-20"}
     assert "kpi/btc_price" in monday["2026-11-30"]
     assert not {"kpi/us_10y_yield", "kpi/fed_funds_rate"} & monday["2026-11-30"]
     assert monday["2026-11-28"] == {"kpi/fed_funds_rate"}
-    assert monday["2026-11-20"] == {"kpi/us_dollar_index"}
+    assert monday["2026-11-20"] == {"kpi/us_dollar_index", "kpi/btc_dxy_correlation_30d"}
     # Wednesday 2 Dec: the yield for Monday the 30th.
     assert tick(30) == monday
     wednesday = {
