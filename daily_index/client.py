@@ -232,9 +232,10 @@ class DailyIndexClient:
         result.attrs["unit"] = unit
         return result.dropna() if dropna else result
 
-    def report(self, day: date | str) -> bytes:
-        """The day's PDF report, as stored and delivered."""
-        return self._get(f"/v1/reports/{_day(day, 'day')}").content
+    def report(self, day: date | str, edition: str | None = None) -> bytes:
+        """The day's PDF report as delivered (`edition="amended"`: its amended edition)."""
+        params = {"edition": edition} if edition else None
+        return self._get(f"/v1/reports/{_day(day, 'day')}", params=params).content
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
         for attempt in range(1, self.max_attempts + 1):

@@ -9,7 +9,8 @@ own token bucket (429 with `Retry-After` when it is empty). Bad parameters are a
 Series bodies are built by the export code (`daily_index.exports`), so an answer is the
 same bytes `daily-index export --kpi ID --format F` writes for that window: values exactly
 as stored, a day without a value empty (CSV), null (JSON, Parquet), never 0, and the unit
-in the column name (`btc_price [USD]`) and the JSON's `kpis` block.
+in the column name (`btc_price [USD]`) and the JSON's `kpis` block. A report is the copy
+the delivery kept of what it sent, so a later rebuild never changes it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from daily_index import exports
 from daily_index.api.cache import ResponseCache, SeriesCache, etag_of
 from daily_index.api.settings import ApiSettings, digest
+from daily_index.delivery.ledger import EDITION_PATTERN, delivered_pdf_key
 from daily_index.registry import KpiSpec, Registry, RegistryError, load_registry, registry_path
 from daily_index.storage.objectstore import ObjectStore, StorageError
 from daily_index.storage.series import series_key
@@ -53,7 +55,7 @@ _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def report_key(day: date) -> str:
-    """The stored (and delivered) PDF of a day, as the report's IO manager writes it."""
+    """The day's built PDF, as the report's IO manager writes it (`reports/<date>.pdf`)."""
     return f"reports/{day.isoformat()}.pdf"
 
 
@@ -372,25 +374,52 @@ class ReadApi:
         return found
 
     async def report(self, request: Request) -> Response:
-        if request.query_params:
-            raise BadParameter(400, "this endpoint takes no query parameters")
+        unknown = sorted(set(request.query_params) - {"edition"})
+        if unknown:
+            raise BadParameter(400, f"unknown query parameter {unknown[0][:40]!r} (known: edition)")
         day = parse_day(request.path_params["day"], "date")
+        edition = _one(request, "edition")
+        if edition is not None and not EDITION_PATTERN.fullmatch(edition):
+            raise BadParameter(
+                422,
+                f"edition: expected a short name of a-z, 0-9 and '-' (e.g. amended), "
+                f"got {edition[:40]!r}",
+            )
         try:
-            data = await run_in_threadpool(self.store.read_bytes, report_key(day))
+            found = await run_in_threadpool(self._report, day, edition)
         except StorageError as exc:
             log.error("report %s: %s", day, exc)
             return _error(503, "storage_unavailable", f"the report of {day} cannot be read")
-        if data is None:
-            return _error(404, "not_found", f"no report is stored for {day}")
+        if found is None:
+            which = f"{edition} edition of the report" if edition else "report"
+            return _error(404, "not_found", f"no {which} is stored for {day}")
+        data, source = found
         etag = etag_of(data)
         headers = {
             "ETag": etag,
             "Cache-Control": "private, no-cache",
-            "Content-Disposition": f'inline; filename="daily-index-{day}.pdf"',
+            "Content-Disposition": f'inline; filename="daily-index-{day}'
+            + (f".{edition}" if edition else "")
+            + '.pdf"',
+            "X-Report-Source": source,
         }
         if etag in _if_none_match(request):
             return Response(status_code=304, headers=headers)
         return Response(data, media_type="application/pdf", headers=headers)
+
+    def _report(self, day: date, edition: str | None) -> tuple[bytes, str] | None:
+        """The delivered copy of the edition; for the day's first edition, else the built PDF.
+
+        The delivery keeps each edition exactly as it was sent; a day delivered before those
+        copies were kept (or not delivered yet) has only the built `reports/<date>.pdf`.
+        """
+        delivered = self.store.read_bytes(delivered_pdf_key(day, edition))
+        if delivered is not None:
+            return delivered, "delivered"
+        if edition is not None:
+            return None
+        built = self.store.read_bytes(report_key(day))
+        return None if built is None else (built, "built")
 
 
 def _if_none_match(request: Request) -> set[str]:

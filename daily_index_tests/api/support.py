@@ -17,6 +17,7 @@ import dagster as dg
 import uvicorn
 
 from daily_index.api import ApiSettings, create_app
+from daily_index.delivery.ledger import delivered_pdf_key
 from daily_index.storage.io_manager import artifact_key
 from daily_index.storage.objectstore import ObjectStore
 from daily_index.storage.series import KpiSeriesStore, SeriesRow
@@ -26,7 +27,11 @@ OTHER_KEY = "other-key-fedcba9876543210"
 FIRST_DAY = date(2026, 1, 1)
 MISSING_DAY = date(2026, 1, 6)
 REPORT_DAY = date(2026, 3, 31)
-PDF = b"%PDF-1.7\n% a stored report\n%%EOF\n"
+PDF = b"%PDF-1.7\n% the report as delivered\n%%EOF\n"
+AMENDED_PDF = b"%PDF-1.7\n% the amended edition as delivered\n%%EOF\n"
+REBUILT_PDF = b"%PDF-1.7\n% rebuilt after delivery\n%%EOF\n"
+BUILT_ONLY_DAY = date(2026, 3, 30)
+BUILT_PDF = b"%PDF-1.7\n% built, never delivered\n%%EOF\n"
 
 REGISTRY = """\
 version: 1
@@ -78,8 +83,13 @@ def fill_store(store: ObjectStore) -> None:
     series = KpiSeriesStore(store)
     series.upsert("btc_price", rows(btc_values(), "USD"))
     series.upsert("fear_greed", rows(fear_greed_values(), None))
-    pdf_key, _ = artifact_key(dg.AssetKey(["report", "pdf"]), REPORT_DAY.isoformat())
-    store.put(pdf_key, PDF, content_type="application/pdf")
+    # The day's report was delivered, then its amended edition; the built PDF was rebuilt since.
+    built = dg.AssetKey(["report", "pdf"])
+    store.put(artifact_key(built, REPORT_DAY.isoformat())[0], REBUILT_PDF)
+    store.put(delivered_pdf_key(REPORT_DAY), PDF)
+    store.put(delivered_pdf_key(REPORT_DAY, "amended"), AMENDED_PDF)
+    # A day whose report was built but has no delivered copy.
+    store.put(artifact_key(built, BUILT_ONLY_DAY.isoformat())[0], BUILT_PDF)
 
 
 @dataclass

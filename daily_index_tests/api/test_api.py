@@ -18,11 +18,15 @@ from daily_index.cli import main
 from daily_index.registry import current_registry
 from daily_index.storage.series import KpiSeriesStore, series_key
 from daily_index_tests.api.support import (
+    AMENDED_PDF,
+    BUILT_ONLY_DAY,
+    BUILT_PDF,
     FIRST_DAY,
     KEY,
     MISSING_DAY,
     OTHER_KEY,
     PDF,
+    REBUILT_PDF,
     REPORT_DAY,
     auth,
     btc_values,
@@ -136,19 +140,31 @@ def test_etag_gives_not_modified(api):
     assert again.content == b""
 
 
-def test_report_is_the_stored_pdf(api):
+def test_report_is_the_delivered_copy_not_a_later_rebuild(api):
     response = get(api, f"/v1/reports/{REPORT_DAY}")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/pdf"
+    assert response.headers["x-report-source"] == "delivered"
     assert response.content == PDF
-    assert api.store.read_bytes(report_key(REPORT_DAY)) == PDF
-    missing = get(api, "/v1/reports/2026-03-30")
-    assert missing.status_code == 404
-    assert missing.json()["detail"] == "no report is stored for 2026-03-30"
-    cached = get(
-        api, f"/v1/reports/{REPORT_DAY}", headers={"If-None-Match": response.headers["etag"]}
-    )
+    assert api.store.read_bytes(report_key(REPORT_DAY)) == REBUILT_PDF
+    amended = get(api, f"/v1/reports/{REPORT_DAY}", params={"edition": "amended"})
+    assert amended.content == AMENDED_PDF
+    assert 'filename="daily-index-2026-03-31.amended.pdf"' in amended.headers["content-disposition"]
+    etag = response.headers["etag"]
+    cached = get(api, f"/v1/reports/{REPORT_DAY}", headers={"If-None-Match": etag})
     assert cached.status_code == 304
+
+
+def test_report_without_a_delivered_copy_is_the_built_pdf(api):
+    response = get(api, f"/v1/reports/{BUILT_ONLY_DAY}")
+    assert response.content == BUILT_PDF
+    assert response.headers["x-report-source"] == "built"
+    missing = get(api, f"/v1/reports/{BUILT_ONLY_DAY}", params={"edition": "amended"})
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == "no amended edition of the report is stored for 2026-03-30"
+    nothing = get(api, "/v1/reports/2026-03-29")
+    assert nothing.status_code == 404
+    assert nothing.json()["detail"] == "no report is stored for 2026-03-29"
 
 
 BAD_REQUESTS = [
@@ -162,6 +178,9 @@ BAD_REQUESTS = [
     ("/v1/kpis?limit=3", 400, "takes no query parameters"),
     ("/v1/reports/2026-13-01", 422, "date: '2026-13-01' is not a calendar date"),
     ("/v1/reports/latest", 422, "date: expected a date as YYYY-MM-DD, got 'latest'"),
+    ("/v1/reports/2026-03-31?edition=../x", 422, "edition: expected a short name"),
+    ("/v1/reports/2026-03-31?edition=AMENDED", 422, "edition: expected a short name"),
+    ("/v1/reports/2026-03-31?copy=1", 400, "unknown query parameter 'copy' (known: edition)"),
 ]
 
 

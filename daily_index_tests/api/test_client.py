@@ -19,6 +19,7 @@ from daily_index.client import (
 )
 from daily_index.storage.series import series_key
 from daily_index_tests.api.support import (
+    AMENDED_PDF,
     KEY,
     MISSING_DAY,
     PDF,
@@ -73,6 +74,7 @@ def test_series_equal_the_stored_values_in_every_format(api, fmt):
 def test_report_bytes(api):
     with DailyIndexClient(api.url, KEY) as client:
         assert client.report(REPORT_DAY) == PDF
+        assert client.report(REPORT_DAY, edition="amended") == AMENDED_PDF
         with pytest.raises(NotFoundError, match="no report is stored for 2026-03-01"):
             client.report("2026-03-01")
 
