@@ -515,6 +515,7 @@ def demo_environment(server, folder: Path, *, today: date) -> dict[str, str]:
             "DAILY_INDEX_DATA_DIR": str(folder / "store"),
             "DAILY_INDEX_OUTBOX_DIR": str(folder / "outbox"),
             "DAILY_INDEX_N8N_BASE_URL": server.n8n_base_url,
+            "DAILY_INDEX_NEWS_FEEDS": ",".join(server.news_feed_urls()),
             "FRED_API_KEY": "demo-key-not-secret",
             TODAY_ENV: today.isoformat(),
             "DAILY_INDEX_DEMO": "1",

@@ -2,8 +2,9 @@
 
 Every API family of `DEFAULT_BASE_URLS` lives under its own path prefix
 (`/coingecko/api/v3/...`, `/binance_spot/api/v3/...`, ...), plus `/n8n/webhook/...` for the
-n8n workflow of `usdt_dominance`. History endpoints filter the recording by the request's
-query like the real API does; "current" endpoints answer as of `DEMO_DAY`.
+n8n workflow of `usdt_dominance`, and `/news/<feed>.xml` for the recorded news feeds (RSS
+and Atom, synthetic stories of the demo's days). History endpoints filter the recording by
+the request's query like the real API does; "current" endpoints answer as of `DEMO_DAY`.
 
 Tests steer the far end through `inject` (queued faults served first, in order),
 `latency_s`, and read back `hits` and `requests` to check retries and headers.
@@ -35,6 +36,8 @@ DEMO_DAY = date(2026, 11, 24)
 """The last recorded day; "current" endpoints (`/simple/price`, `/global`) answer as of it."""
 
 N8N_PREFIX = "/n8n"
+NEWS_PREFIX = "/news"
+NEWS_FEEDS = {"coin_wire.xml": "application/rss+xml", "macro_desk.xml": "application/atom+xml"}
 API_PREFIXES = {
     "coingecko": "/coingecko/api/v3",
     "alternative_me": "/alternative_me",
@@ -326,7 +329,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(fault.status, fault.payload(), fault.content_type, fault.headers)
                 return
             answer = _route(method, split.path, _query(split.query), body)
-            self._send(answer.status, json.dumps(answer.body).encode(), answer.content_type)
+            payload = (
+                answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
+            )
+            self._send(answer.status, payload, answer.content_type)
         finally:
             replay._leave()
 
@@ -342,8 +348,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
+def _news(rest: str) -> _Answer:
+    name = rest.lstrip("/")
+    if name not in NEWS_FEEDS:
+        raise _NotFound
+    return _Answer(200, (responses_dir() / "news" / name).read_bytes(), NEWS_FEEDS[name])
+
+
 def _route(method: str, path: str, query: dict[str, str], body: bytes) -> _Answer:
     try:
+        if path.startswith(NEWS_PREFIX + "/"):
+            return _news(path.removeprefix(NEWS_PREFIX))
         if path.startswith(N8N_PREFIX + "/"):
             if method != "POST":
                 return _error(405, "webhooks take POST")
@@ -422,6 +437,10 @@ class ReplayServer:
     @property
     def n8n_base_url(self) -> str:
         return f"{self.url}{N8N_PREFIX}"
+
+    def news_feed_urls(self) -> list[str]:
+        """The recorded news feeds (for DAILY_INDEX_NEWS_FEEDS)."""
+        return [f"{self.url}{NEWS_PREFIX}/{name}" for name in NEWS_FEEDS]
 
     # test controls
 
