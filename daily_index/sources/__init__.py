@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -64,10 +63,28 @@ class FetchOutcome:
     waited_s: float = 0.0
 
 
+def _texts(value: object) -> Iterator[str]:
+    """Every string of a JSON-ready value, keys included, as decoded (not JSON-escaped)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _texts(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _texts(item)
+
+
 def _echoes_secret(update: KPIUpdate, secrets: tuple[str | None, ...]) -> bool:
-    """Whether any secret (4 characters or more, as `redact` treats them) is in the answer."""
-    wire = json.dumps(update.to_wire(), ensure_ascii=False)
-    return any(secret and len(secret) >= 4 and secret in wire for secret in secrets)
+    """Whether any secret (4 characters or more, as `redact` treats them) is in the answer.
+
+    Each string is searched as decoded: a secret holding a quote or a backslash is escaped
+    in the JSON text, and the stored payload decodes back to it.
+    """
+    wire = update.to_wire()
+    found = [secret for secret in secrets if secret and len(secret) >= 4]
+    return any(secret in text for text in _texts(wire) for secret in found)
 
 
 def _secrets(settings: SourceSettings) -> tuple[str | None, ...]:
