@@ -5,10 +5,12 @@ A data push is stored exactly as a pulled value (raw payload archived, the row u
 `kpi/<id>` for its day, with the metadata a pulled one carries plus `delivery: push` and the
 push's `webhook_id`. An error push becomes a failed-fetch observation, as a pulled failure does.
 
-Never twice: a queue marker leaves the inbox only once the event log holds the event naming
-that push (`webhook_id`); until then each tick looks the push up in the event log first and
-reports it only when it is not there. The daemon records a tick's events before its cursor,
-so a tick cut short is either fully recorded (the next tick finds it) or not at all.
+Pushes a killed server journaled but did not file yet (daily_index/ingest/journal.py) are
+filed first. Never twice: a queue marker leaves the inbox only once the event log holds the
+event naming that push (`webhook_id`); until then each tick looks the push up in the event
+log first and reports it only when it is not there. The daemon records a tick's events
+before its cursor, so a tick cut short is either fully recorded (the next tick finds it) or
+not at all.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from daily_index.contract import KPIDataUpdate, KPIErrorUpdate
 from daily_index.defs.kpis import kpi_key
 from daily_index.defs.resources import StorageResource
 from daily_index.ingest.inbox import Inbox, Push
+from daily_index.ingest.journal import spool_segments
 from daily_index.registry import KpiSpec
 from daily_index.storage.series import KpiSeriesStore, SeriesRow, record_fetch_status
 
@@ -135,6 +138,8 @@ def build_ingest_sensor(*, kpis: list[KpiSpec]) -> dg.SensorDefinition:
         context: dg.SensorEvaluationContext, storage: StorageResource
     ) -> dg.SensorResult | dg.SkipReason:
         inbox = Inbox(storage.get_store())
+        # What a killed server journaled but never filed (a no-op for what it filed).
+        spool_segments(inbox, delete=False)
         queued = inbox.pending(limit=MAX_PER_TICK)
         if not queued:
             return dg.SkipReason("no pushes waiting in the inbox")
@@ -143,8 +148,8 @@ def build_ingest_sensor(*, kpis: list[KpiSpec]) -> dg.SensorDefinition:
         for marker in queued:
             push = inbox.load(marker)
             if push is None:
-                inbox.done(marker)  # a marker without its record: nothing to report
-                continue
+                continue  # being filed right now: its record follows its marker
+
             if push.kpi_id not in by_id:
                 unknown += 1  # kept until the KPI is active again in this code location
                 continue

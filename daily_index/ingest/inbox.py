@@ -125,32 +125,65 @@ class Inbox:
         data = self.store.read_bytes(key)
         return None if data is None else Push.from_bytes(data, f"{self.store.description}, {key}")
 
-    def accept(self, push: Push) -> Receipt:
-        """Store a verified, validated push durably, unless the inbox already has it."""
+    def lookup(self, push: Push) -> Receipt | None:
+        """What the inbox already holds for this push (a repeat or a conflict), or None."""
         earlier_key = self.store.read_bytes(id_key(push.webhook_id))
         if earlier_key is not None:
             # The same webhook-id again: a sender's retry. Answer what the first one got.
-            key = json.loads(earlier_key)["record"]
-            earlier = self._read(key)
+            earlier = self._read(json.loads(earlier_key)["record"])
             if earlier is not None:
-                self._enqueue(earlier)
                 return Receipt("duplicate", earlier)
-        try:
-            self.store.put(
-                push.key, push.to_bytes(), if_none_match=True, content_type="application/json"
-            )
-            kept = push
-            outcome: Outcome = "accepted"
-        except PreconditionFailed:
-            kept = self._read(push.key) or push
-            if kept.webhook_id == push.webhook_id or kept.fingerprint == push.fingerprint:
-                outcome = "duplicate"
-            else:
-                outcome = "conflict"
-        if outcome != "conflict":
-            self._remember(push.webhook_id, kept.key)
-            self._enqueue(kept)
+        existing = self._read(push.key)
+        if existing is None:
+            return None
+        same = existing.webhook_id == push.webhook_id or existing.fingerprint == push.fingerprint
+        return Receipt("duplicate" if same else "conflict", existing)
+
+    def accept(self, push: Push) -> Receipt:
+        """Store a verified, validated push durably, unless the inbox already has it.
+
+        The create-only write of the record decides between concurrent senders (also across
+        processes); a repeat re-writes the queue marker in case an earlier attempt stopped
+        between its writes.
+        """
+        found = self.lookup(push)
+        if found is not None and found.outcome == "conflict":
+            return found
+        kept, outcome = (found.push, found.outcome) if found is not None else (push, "accepted")
+        if found is None:
+            try:
+                self.store.put(
+                    push.key, push.to_bytes(), if_none_match=True, content_type="application/json"
+                )
+            except PreconditionFailed:
+                raced = self.lookup(push)
+                if raced is None or raced.outcome == "conflict":
+                    return raced or Receipt("conflict", push)
+                kept, outcome = raced.push, "duplicate"
+        self._remember(push.webhook_id, kept.key)
+        self._enqueue(kept)
         return Receipt(outcome, kept)
+
+    def spool(self, push: Push) -> None:
+        """File an already-accepted (journaled) push into this layout; idempotent.
+
+        The queue marker goes first: a record that exists has its marker written before it,
+        so filing the same journal again (after a kill, by the sensor) adds nothing.
+        """
+        existing = self._read(push.key)
+        if existing is None:
+            self._enqueue(push)
+            try:
+                self.store.put(
+                    push.key, push.to_bytes(), if_none_match=True, content_type="application/json"
+                )
+                existing = push
+            except PreconditionFailed:
+                existing = self._read(push.key)
+        if existing is not None and (
+            existing.webhook_id == push.webhook_id or existing.fingerprint == push.fingerprint
+        ):
+            self._remember(push.webhook_id, existing.key)
 
     def _remember(self, webhook_id: str, key: str) -> None:
         body = json.dumps({"record": key, "at": time.time()}).encode()

@@ -10,6 +10,7 @@ describe it for senders.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -29,6 +30,7 @@ from starlette.routing import Route
 from daily_index.contract import KPIDataUpdate, KPIErrorUpdate, parse_update, upgrade
 from daily_index.defs.partitions import FIRST_DAY
 from daily_index.ingest.inbox import Inbox, Kind, Push
+from daily_index.ingest.journal import JournaledInbox, journal_folder
 from daily_index.ingest.signing import SecretError, Verifier, decode_secret
 from daily_index.registry import KpiSpec
 from daily_index.storage.objectstore import ObjectStore, StorageError
@@ -149,7 +151,10 @@ class IngestApp:
         self.verifier = Verifier(settings.secrets)
         self.limiter = RateLimiter(settings.rate_per_s, settings.burst)
         self.kpis = {k.id: k for k in kpis if k.source.kind == PUSH_KIND}
-        self.inbox = Inbox(store)
+        plain = Inbox(store)
+        # A local disk gets group commit (one fsync per batch); S3/R2 PUTs are durable as is.
+        self.journal = JournaledInbox(plain) if journal_folder(plain) is not None else None
+        self.inbox: Inbox | JournaledInbox = self.journal or plain
         self.store = store
         self._today = today
         # Both forms of every secret: a push that carries one is refused, never stored.
@@ -296,12 +301,19 @@ class IngestApp:
         async def health(request: Request) -> Response:
             return self.health(request)
 
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette):
+            if self.journal is not None:
+                await run_in_threadpool(self.journal.start)
+            yield
+
         return Starlette(
+            lifespan=lifespan,
             routes=[
                 Route("/api/kpi-data", kpi_data, methods=["POST"]),
                 Route("/api/kpi-error", kpi_error, methods=["POST"]),
                 Route("/api/health", health, methods=["GET"]),
-            ]
+            ],
         )
 
 

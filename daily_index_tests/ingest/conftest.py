@@ -18,6 +18,8 @@ import pytest
 import uvicorn
 
 from daily_index.contract import partition_timestamp
+from daily_index.ingest.inbox import Inbox
+from daily_index.ingest.journal import spool_segments
 from daily_index.ingest.server import IngestApp, IngestSettings
 from daily_index.ingest.signing import signed_headers
 from daily_index.registry import KpiSpec, parse_registry
@@ -155,6 +157,13 @@ class ThreadedServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def filed(store_dir: Path) -> Inbox:
+    """The inbox as the sensor sees it: the journal filed first (the server's spooler may lag)."""
+    inbox = Inbox(LocalObjectStore(store_dir))
+    spool_segments(inbox, delete=False)
+    return inbox
 
 
 def make_app(store_dir: Path, **settings: Any) -> IngestApp:

@@ -18,9 +18,7 @@ import httpx
 import pytest
 
 from daily_index.contract import partition_timestamp
-from daily_index.ingest.inbox import Inbox
-from daily_index.storage.objectstore import LocalObjectStore
-from daily_index_tests.ingest.conftest import OLD_SECRET, SECRET, ThreadedServer, today
+from daily_index_tests.ingest.conftest import OLD_SECRET, SECRET, ThreadedServer, filed, today
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "n8n" / "workflows" / "kpi-push-btc-price.json"
 
@@ -125,7 +123,7 @@ def test_the_signed_push_is_accepted(env: dict[str, str], store_dir: Path) -> No
     assert request["url"].endswith("/api/kpi-data")
     answer = _send(request)
     assert answer.status_code == 202, answer.text
-    inbox = Inbox(LocalObjectStore(store_dir))
+    inbox = filed(store_dir)
     [marker] = inbox.pending()
     push = inbox.load(marker)
     assert push.update["value"] == 97123.5 and push.update["traceId"] == trigger["traceId"]
@@ -153,7 +151,7 @@ def test_a_failure_is_pushed_as_an_error_update(
     assert json.loads(request["body"])["errorCode"] == code
     answer = _send(request)
     assert answer.status_code == 202, answer.text
-    [marker] = Inbox(LocalObjectStore(store_dir)).pending()
+    [marker] = filed(store_dir).pending()
     assert marker.split("/")[2] == "error"
 
 

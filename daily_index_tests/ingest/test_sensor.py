@@ -13,7 +13,6 @@ import httpx
 from daily_index.defs.ingest import build_ingest_sensor
 from daily_index.defs.kpis import kpi_key
 from daily_index.defs.resources import StorageResource
-from daily_index.ingest.inbox import Inbox
 from daily_index.storage.objectstore import LocalObjectStore
 from daily_index.storage.series import KpiSeriesStore, raw_key, read_fetch_status
 from daily_index_tests.ingest.conftest import (
@@ -21,6 +20,7 @@ from daily_index_tests.ingest.conftest import (
     data_update,
     encode,
     error_update,
+    filed,
     push_kpis,
     today,
 )
@@ -72,7 +72,7 @@ def test_a_push_is_materialised_like_a_pulled_value(sender: Sender, store_dir: P
         assert read_fetch_status(store, day)["btc_price_push"]["status"] == "ok"
         # The next tick finds it in the event log and clears the queue; nothing twice.
         assert tick(instance, store_dir) == []
-        assert Inbox(store).pending() == []
+        assert filed(store_dir).pending() == []
         assert tick(instance, store_dir) == []
         assert len(materialisations(instance, "btc_price_push", day)) == 1
 
@@ -100,7 +100,7 @@ def test_an_error_push_is_a_failed_fetch_observation(sender: Sender, store_dir: 
         status = read_fetch_status(LocalObjectStore(store_dir), today())
         assert status["btc_price_push"]["status"] == "failed"
         assert tick(instance, store_dir) == []
-        assert Inbox(LocalObjectStore(store_dir)).pending() == []
+        assert filed(store_dir).pending() == []
         assert materialisations(instance, "btc_price_push", today()) == []
 
 
@@ -124,7 +124,7 @@ def test_the_same_push_100_times_from_20_threads(sender: Sender, store_dir: Path
         thread.join(timeout=60)
     assert codes == Counter({202: 1, 200: 99}), codes
     store = LocalObjectStore(store_dir)
-    assert len(Inbox(store).pending()) == 1
+    assert len(filed(store_dir).pending()) == 1
     with dg.instance_for_test() as instance:
         assert len(tick(instance, store_dir)) == 1
         assert tick(instance, store_dir) == []

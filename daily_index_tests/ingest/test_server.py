@@ -13,7 +13,6 @@ import pytest
 from daily_index.defs.partitions import FIRST_DAY
 from daily_index.ingest.inbox import Inbox
 from daily_index.ingest.server import IngestConfigError, IngestSettings, RateLimiter
-from daily_index.storage.objectstore import LocalObjectStore
 from daily_index_tests.ingest.conftest import (
     OLD_SECRET,
     SECRET,
@@ -22,13 +21,14 @@ from daily_index_tests.ingest.conftest import (
     data_update,
     encode,
     error_update,
+    filed,
     make_app,
     today,
 )
 
 
 def _inbox(store_dir: Path) -> Inbox:
-    return Inbox(LocalObjectStore(store_dir))
+    return filed(store_dir)
 
 
 def test_a_signed_push_is_accepted_and_in_the_inbox(sender: Sender, store_dir: Path) -> None:
@@ -143,7 +143,7 @@ def test_content_type_and_body_limit(store_dir: Path) -> None:
 
 
 def test_rate_limit_answers_429_with_retry_after(store_dir: Path) -> None:
-    with ThreadedServer(make_app(store_dir, rate_per_s=1.0, burst=3)) as running:
+    with ThreadedServer(make_app(store_dir, rate_per_s=0.01, burst=3)) as running:
         codes = [
             httpx.post(running.url + "/api/kpi-data", content=b"{}").status_code for _ in range(6)
         ]
