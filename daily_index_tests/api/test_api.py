@@ -5,7 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
+import time
 from datetime import date, timedelta
+from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
@@ -34,6 +39,7 @@ from daily_index_tests.api.support import (
     rows,
     serve,
 )
+from daily_index_tests.conftest import closed_port
 
 
 def get(api, path: str, key: str | None = KEY, **kwargs) -> httpx.Response:
@@ -365,12 +371,65 @@ def test_bad_rate_limit_setting_is_named():
     assert KEY not in repr(settings)
 
 
-def test_serve_api_without_keys_exits_2(monkeypatch, tmp_path):
-    monkeypatch.delenv("DAILY_INDEX_API_KEYS", raising=False)
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({}, "DAILY_INDEX_API_KEYS is not set"),
+        (
+            {"DAILY_INDEX_API_KEYS": KEY, "DAILY_INDEX_STORAGE": "ftp"},
+            "DAILY_INDEX_STORAGE must be",
+        ),
+        (
+            {"DAILY_INDEX_API_KEYS": KEY, "DAILY_INDEX_API_RATE_WINDOW_S": "0"},
+            "DAILY_INDEX_API_RATE_WINDOW_S must be at least",
+        ),
+    ],
+)
+def test_serve_api_with_a_bad_setting_exits_2(monkeypatch, tmp_path, env, reason):
+    for name in ("DAILY_INDEX_API_KEYS", "DAILY_INDEX_STORAGE", "DAILY_INDEX_API_RATE_WINDOW_S"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DAILY_INDEX_DATA_DIR", str(tmp_path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     result = CliRunner().invoke(main, ["serve-api", "--port", "0"])
     assert result.exit_code == 2
-    assert "DAILY_INDEX_API_KEYS is not set" in result.output
+    assert reason in result.output
+    assert KEY not in result.output
+
+
+def test_the_command_serves(fresh_store, registry_env):
+    """`daily-index serve-api` itself, in a process of its own, on the configured store."""
+    port = closed_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DAILY_INDEX_")},
+        **registry_env,
+        "DAILY_INDEX_API_KEYS": f"{KEY},{OTHER_KEY}",
+        "DAILY_INDEX_DATA_DIR": str(fresh_store.root),
+    }
+    command = [str(Path(sys.executable).with_name("daily-index")), "serve-api", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                health = httpx.get(f"{url}/v1/health", headers=auth(), timeout=5)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read()
+                assert time.monotonic() < deadline, "serve-api did not start"
+                time.sleep(0.2)
+        series = httpx.get(f"{url}/v1/kpis/btc_price/series?to=2026-01-01", headers=auth())
+        refused = httpx.get(f"{url}/v1/kpis", timeout=5)
+    finally:
+        process.terminate()
+        _, log = process.communicate(timeout=30)
+    assert health.json()["status"] == "ok"
+    assert series.json()["rows"] == [{"date": "2026-01-01", "btc_price": btc_values()[FIRST_DAY]}]
+    assert "server" not in health.headers  # no server banner
+    assert refused.status_code == 401
+    assert f"Read API on http://127.0.0.1:{port}/v1/ (2 key(s), 600 requests per 60 s" in log
+    assert KEY not in log and OTHER_KEY not in log
 
 
 def test_report_key_is_where_the_report_io_manager_writes():
