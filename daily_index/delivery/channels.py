@@ -10,8 +10,8 @@ never attach. Defaults, per apprise URL scheme (a secure variant such as `mailto
 - generic webhooks (`json`, `form`, `xml`): 0, never: they would carry the file as base64
   text to every endpoint; they get the link;
 - the local outbox: no limit;
-- any other channel whose apprise plugin takes attachments: 5,120 KB (apprise's usual
-  attachment cap); one that does not: 0.
+- any other channel whose apprise plugin takes attachments: 5,120 KiB (apprise's usual
+  attachment cap); one that does not, and Slack webhooks (which drop them): 0.
 
 `DAILY_INDEX_ATTACH_LIMITS` overrides them: comma-separated `scheme=size` entries, a size
 in bytes or with a unit (`KB`, `MB`, `GB` are powers of 1000; `KiB`, `MiB`, `GiB` of 1024),
@@ -25,9 +25,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from apprise.manager_plugins import NotificationManager
+from apprise.plugins.slack import NotifySlack, SlackMode
 
 Delivered = Literal["file", "link", "no link", "summary"]
 """What an endpoint was sent: the PDF attached; the summary and a link to the PDF; the
@@ -142,6 +143,19 @@ class AttachPolicy:
 
 def _is_scheme(scheme: str) -> bool:
     return scheme in _PLUGINS or scheme in DEFAULT_LIMITS
+
+
+def takes_files(plugin: Any) -> bool:
+    """Whether the apprise plugin sends attachments on this URL.
+
+    Its `attachment_support`, except Slack: a Slack webhook (`mode=hook`) drops them with
+    a warning; only the bot mode (an OAuth token) uploads files.
+    """
+    if not getattr(plugin, "attachment_support", False):
+        return False
+    if isinstance(plugin, NotifySlack):
+        return plugin.mode == SlackMode.BOT
+    return True
 
 
 def decide(

@@ -32,7 +32,7 @@ from pathlib import Path
 import apprise
 from apprise.attachment.file import AttachFile
 
-from daily_index.delivery.channels import AttachPolicy, Delivered, decide
+from daily_index.delivery.channels import AttachPolicy, Delivered, decide, takes_files
 from daily_index.delivery.ledger import (
     Journal,
     Ledger,
@@ -274,7 +274,7 @@ class _Plan:
         return decide(
             receives=receives,
             scheme=channel_kind(url),
-            takes_files=bool(getattr(plugin, "attachment_support", False)),
+            takes_files=takes_files(plugin),
             pdf_size=self.pdf_size,
             has_link=self.has_link,
             policy=self.policy,

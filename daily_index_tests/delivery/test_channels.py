@@ -37,7 +37,8 @@ from daily_index.delivery import (
     parse_attach_limits,
     read_ledger,
 )
-from daily_index.delivery.channels import APPRISE_ATTACH_CAP, decide, parse_size
+from daily_index.delivery.channels import APPRISE_ATTACH_CAP, decide, parse_size, takes_files
+from daily_index.delivery.subscribers import instantiate
 from daily_index.storage.objectstore import ObjectStore, S3ObjectStore
 from daily_index_tests.conftest import S3_TEST_CREDENTIALS, create_bucket
 from daily_index_tests.delivery.conftest import PDF_BYTES, Receiver
@@ -146,6 +147,24 @@ def test_default_limits_and_overrides() -> None:
     assert (custom.limit("mailto", True), custom.limit("mailtos", True)) == (1e6, 2e6)
     assert custom.limit("discord", True) == custom.limit("outbox", True) == 0
     assert AttachPolicy(parse_attach_limits("json=1MB")).limit("json", False) == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mailto://u:p@example.org?to=a@example.org", True),
+        ("discord://1111/2222", True),
+        ("tgram://123456789:abcdefghijklmnopqrstuvwxyz0123456789/98765", True),
+        ("json://hooks.example.org/x", True),  # the plugin can; the policy says never
+        ("slack://xoxb-1234-1234-abc124/#general", True),  # a bot uploads files
+        ("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ", False),  # a webhook drops them
+        ("pover://" + "u" * 30 + "@" + "a" * 30, True),
+        ("gotify://hostname/" + "t" * 15, False),
+    ],
+)
+def test_which_plugins_take_files(url: str, expected: bool) -> None:
+    plugin = instantiate(url)
+    assert plugin is not None and takes_files(plugin) is expected
 
 
 @pytest.mark.parametrize(
