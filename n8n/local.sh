@@ -15,8 +15,8 @@
 #
 # start needs DAILY_INDEX_N8N_AUTH_HEADER and DAILY_INDEX_N8N_AUTH_VALUE: it imports the
 # webhooks' Header Auth credential (id dixWebhookAuth01) with that header name and value.
-# Every n8n/workflows/*.json except kpi-push-* is imported and published, then n8n is
-# (re)started. The database is new at every start: with --db postgres (the default) the
+# Every n8n/workflows/*.json except kpi-push-* is imported, n8n is (re)started, and the
+# workflows are published through its public API (effective at once, no restart). The database is new at every start: with --db postgres (the default) the
 # database daily_index_n8n_<port> on the local PostgreSQL (PGHOST, PGPORT, PGUSER; default
 # 127.0.0.1, 5432, postgres; trust auth), with --db sqlite a file in the user folder (needs
 # `install --sqlite`, which builds n8n's sqlite3 module against Node 24, 1.5-5 minutes).
@@ -44,7 +44,7 @@ SQLITE_MARKER=.daily-index-sqlite3-built
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORKFLOWS=$REPO/n8n/workflows
 
-say() { printf 'n8n/local.sh: %s\n' "$*" >&2; }
+say() { printf 'n8n/local.sh [%3ss]: %s\n' "$SECONDS" "$*" >&2; }
 die() {
   say "error: $1"
   exit "${2:-1}"
@@ -118,6 +118,7 @@ cmd_install() {
 PORT=5678
 DIR=
 DB=postgres
+START_TIMEOUT_S=300 # from n8n's start until every webhook answers
 
 parse_instance() {
   while (($#)); do
@@ -265,24 +266,37 @@ import_workflows() {
   ids=$(list_workflows "$folder") || die "reading the workflows in $WORKFLOWS failed"
   n8n_cli import:workflow --separate --input="$folder" >>"$LOG" 2>&1 \
     || die "importing the workflows failed (see $LOG)"
-  local id
-  for id in $ids; do
-    n8n_cli publish:workflow --id="$id" >>"$LOG" 2>&1 \
-      || die "publishing workflow $id failed (see $LOG)"
-  done
-  say "imported and published $count workflow(s): $(echo $ids)"
+  WORKFLOW_IDS=$ids
+  say "imported $count workflow(s): $(echo $ids)"
 }
 
-# Waits (bounded) until /healthz answers, then until every webhook is registered: a call
-# without the auth header then gets 403 from n8n without running the workflow (404 "not
-# registered" and 503 mean n8n is still starting).
-wait_ready() {
-  local pid=$1 deadline=$((SECONDS + ${DAILY_INDEX_N8N_START_TIMEOUT_S:-180}))
+# Publishing through the public API takes effect at once on the running n8n; the CLI's
+# publish:workflow needs a restart after it, and each CLI call boots n8n (5-20 s).
+publish_workflows() {
+  local id
+  for id in $WORKFLOW_IDS; do
+    curl -sf --max-time 60 -X POST -H "X-N8N-API-KEY: $(<"$DIR/api_key")" \
+      "$BASE/api/v1/workflows/$id/activate" -o /dev/null \
+      || die "publishing workflow $id failed (POST /api/v1/workflows/$id/activate; see $LOG)"
+  done
+  say "published: $(echo $WORKFLOW_IDS)"
+}
+
+# Waits (bounded) until /healthz answers.
+wait_healthz() {
+  local pid=$1
   until curl -sf -o /dev/null --max-time 2 "$BASE/healthz"; do
     kill -0 "$pid" 2>/dev/null || die "n8n exited while starting (see $LOG)"
-    ((SECONDS < deadline)) || die "n8n did not answer $BASE/healthz in time (see $LOG)"
+    ((SECONDS < DEADLINE)) || die "n8n did not answer $BASE/healthz in time (see $LOG)"
     sleep 0.5
   done
+}
+
+# Waits (bounded) until every webhook is registered: a call without the auth header then
+# gets 403 from n8n without running the workflow (404 "not registered" and 503 mean n8n is
+# still starting).
+wait_webhooks() {
+  local pid=$1 deadline=$DEADLINE
   local method path code
   while read -r method path; do
     while :; do
@@ -314,9 +328,19 @@ with open(sys.argv[1], "w", encoding="utf-8") as out:
 PY
   )
   rm -f "$jar" "$DIR/api_key"
-  curl -sf --max-time 30 -c "$jar" -H 'Content-Type: application/json' -H 'browser-id: daily-index' \
-    --data-binary "@$DIR/owner.json" "$BASE/rest/owner/setup" -o /dev/null \
-    || die "setting up n8n's owner user failed (POST /rest/owner/setup)"
+  # /healthz answers before the REST API is mounted: retry while it is not there yet.
+  local code
+  while :; do
+    code=$(curl -s --max-time 30 -c "$jar" -H 'Content-Type: application/json' \
+      -H 'browser-id: daily-index' --data-binary "@$DIR/owner.json" -o "$DIR/owner-answer" \
+      -w '%{http_code}' "$BASE/rest/owner/setup" || true)
+    [[ $code == 200 ]] && break
+    if [[ $code != 404 && $code != 503 && $code != 000 ]] || ((SECONDS >= DEADLINE)); then
+      die "setting up n8n's owner user failed: POST /rest/owner/setup answered $code: $(head -c 300 "$DIR/owner-answer")"
+    fi
+    sleep 0.5
+  done
+  rm -f "$DIR/owner-answer"
   local answer
   answer=$(curl -sf --max-time 30 -b "$jar" -H 'Content-Type: application/json' \
     -H 'browser-id: daily-index' \
@@ -355,8 +379,11 @@ cmd_start() {
   setsid env -i "${N8N_VARS[@]}" "$NODE_BIN" "$N8N_JS" start >>"$LOG" 2>&1 </dev/null &
   local pid=$!
   echo "$pid" >"$PID_FILE"
-  wait_ready "$pid"
+  DEADLINE=$((SECONDS + START_TIMEOUT_S))
+  wait_healthz "$pid"
   create_api_key
+  publish_workflows
+  wait_webhooks "$pid"
   say "n8n $N8N_VERSION on $BASE (pid $pid, database: $([[ $DB == postgres ]] && echo "PostgreSQL $PG_DB" || echo SQLite)); API key in $DIR/api_key; log: $LOG"
 }
 
