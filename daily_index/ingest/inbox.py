@@ -17,8 +17,11 @@ its id entry and its queue marker are all written.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -116,10 +119,37 @@ class Receipt:
 
 
 class Inbox:
-    """Accepted pushes on an object store; safe for concurrent writers and processes."""
+    """Accepted pushes on an object store; safe for concurrent writers and processes.
 
-    def __init__(self, store: ObjectStore):
+    `durable=False` is for filing pushes that are durable elsewhere already (the journal of
+    daily_index/ingest/journal.py): on a local store the files are then written atomically
+    (temporary file, then a link or rename) without an fsync each.
+    """
+
+    def __init__(self, store: ObjectStore, *, durable: bool = True):
         self.store = store
+        self.durable = durable
+
+    def _put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        path = None if self.durable else self.store.local_path(key)
+        if path is None:
+            self.store.put(key, data, if_none_match=create_only, content_type="application/json")
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            if create_only:
+                try:
+                    os.link(tmp, path)  # fails when the key exists: create-only, atomically
+                except FileExistsError:
+                    raise PreconditionFailed(f"{self.store.description}: {key!r} exists") from None
+            else:
+                os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     def _read(self, key: str) -> Push | None:
         data = self.store.read_bytes(key)
@@ -152,9 +182,7 @@ class Inbox:
         kept, outcome = (found.push, found.outcome) if found is not None else (push, "accepted")
         if found is None:
             try:
-                self.store.put(
-                    push.key, push.to_bytes(), if_none_match=True, content_type="application/json"
-                )
+                self._put(push.key, push.to_bytes(), create_only=True)
             except PreconditionFailed:
                 raced = self.lookup(push)
                 if raced is None or raced.outcome == "conflict":
@@ -174,9 +202,7 @@ class Inbox:
         if existing is None:
             self._enqueue(push)
             try:
-                self.store.put(
-                    push.key, push.to_bytes(), if_none_match=True, content_type="application/json"
-                )
+                self._put(push.key, push.to_bytes(), create_only=True)
                 existing = push
             except PreconditionFailed:
                 existing = self._read(push.key)
@@ -188,12 +214,12 @@ class Inbox:
     def _remember(self, webhook_id: str, key: str) -> None:
         body = json.dumps({"record": key, "at": time.time()}).encode()
         try:
-            self.store.put(id_key(webhook_id), body, if_none_match=True)
+            self._put(id_key(webhook_id), body, create_only=True)
         except PreconditionFailed:
             pass  # another request with this id got there first: same record
 
     def _enqueue(self, push: Push) -> None:
-        self.store.put(queue_key(push.key), b"{}", content_type="application/json")
+        self._put(queue_key(push.key), b"{}")
 
     def pending(self, limit: int | None = None) -> list[str]:
         """Queue markers of pushes not yet materialised, oldest key order, at most `limit`."""

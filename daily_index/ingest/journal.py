@@ -7,7 +7,9 @@ segment (`ingest/journal/<start>-<pid>.jsonl` under the store root) by one write
 fsyncs once per batch of waiting pushes and only then lets their 2xx go. A spooler thread then
 files every journaled push into the inbox layout (`Inbox.spool`, idempotent); the sensor spools
 whatever a killed server left in the journal before it reads the queue, and a server starting
-up spools and deletes the segments of earlier runs.
+up spools and deletes the segments of earlier runs. Filed copies are written atomically but
+without an fsync each (the journal already made the push durable); a starting server flushes
+them (`sync`) before it deletes the segments behind them.
 
 Until a push is spooled, the server's own memory answers repeats of it (by webhook-id and by
 KPI-day). One server per local store: two servers writing the same folder could each accept a
@@ -47,21 +49,26 @@ def read_segment(path: Path) -> list[Push]:
     return pushes
 
 
-def spool_segments(inbox: Inbox, *, delete: bool, skip: Path | None = None) -> int:
+def spool_segments(inbox: Inbox, *, delete: bool) -> int:
     """File the pushes of every journal segment into the inbox; returns how many were read."""
     folder = journal_folder(inbox)
     if folder is None or not folder.is_dir():
         return 0
+    filer = Inbox(inbox.store, durable=False)
+    segments = sorted(folder.glob("*.jsonl"))
     count = 0
-    for path in sorted(folder.glob("*.jsonl")):
-        if path == skip:
-            continue
+    for path in segments:
         pushes = read_segment(path)
         for push in pushes:
-            inbox.spool(push)
+            filer.spool(push)
         count += len(pushes)
-        if delete:
+    if delete and segments:
+        # The filed copies were written without an fsync each: flush them all once, and only
+        # then drop the journal that made them durable.
+        os.sync()
+        for path in segments:
             path.unlink()
+        _fsync_dir(folder)
     return count
 
 
@@ -73,6 +80,8 @@ class JournaledInbox:
         if folder is None:
             raise StorageError(f"{inbox.store.description}: a journal needs a local store")
         self.inbox = inbox
+        # Filed without an fsync per file: the journal keeps them durable until a restart.
+        self._filer = Inbox(inbox.store, durable=False)
         self.folder = folder
         self._lock = threading.Lock()
         self._by_key: dict[str, Push] = {}
@@ -152,7 +161,7 @@ class JournaledInbox:
             push = self._spool.get()
             while True:
                 try:
-                    self.inbox.spool(push)
+                    self._filer.spool(push)
                     break
                 except StorageError:
                     time.sleep(1.0)  # the push is safe in the journal; file it when we can
