@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from typing import Literal
 from urllib.parse import quote
@@ -310,7 +310,7 @@ def _detail(response: httpx.Response) -> str:
     return response.reason_phrase
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx.Response, now: datetime | None = None) -> float | None:
     """`Retry-After` in seconds (a number or an HTTP date), None when absent or unreadable."""
     value = response.headers.get("retry-after")
     if not value:
@@ -323,4 +323,6 @@ def _retry_after(response: httpx.Response) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, (when - datetime.now(when.tzinfo)).total_seconds())
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
