@@ -21,6 +21,7 @@ Usage: python bench/imports.py [--days D] [--kpis N] [--postgres] [--skip-sqlite
 """
 
 import argparse
+import atexit
 import os
 import subprocess
 import sys
@@ -49,9 +50,10 @@ def sqlite_home(folder: Path) -> Path:
 def postgres_home(folder: Path, base_url: str) -> Path:
     """A DAGSTER_HOME whose instance lives in a fresh database of the local PostgreSQL."""
     name = f"bench_imports_{uuid.uuid4().hex[:10]}"
-    subprocess.run(  # noqa: S603 - fixed arguments, a name we generated
-        ["createdb", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres", name], check=True
-    )
+    where = ["-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]
+    subprocess.run(["createdb", *where, name], check=True)  # noqa: S603, S607 - a name we made
+    # Dropped when the benchmark ends, also after a failure.
+    atexit.register(subprocess.run, ["dropdb", "--force", *where, name], check=False)
     home = folder / "dagster_home_pg"
     home.mkdir(parents=True)
     (home / "dagster.yaml").write_text(
