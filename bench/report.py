@@ -178,32 +178,56 @@ def _load() -> str:
 
 
 class TreeRss:
-    """Samples the summed RSS of this process and its descendants (minus the harness)."""
+    """Samples the summed RSS and CPU time of this process and its descendants.
+
+    The harness (stubs) is excluded. CPU time is each process's user + system time plus
+    that of its reaped children, so a stage's CPU seconds (`cpu_between`) stay
+    comparable on a shared machine where wall times stretch with the load.
+    """
 
     def __init__(self, exclude: set[int], interval_s: float = 0.25):
         self.exclude = exclude
         self.interval_s = interval_s
         self.peak_kb = 0
         self.peak_procs = 0
+        self.cpu_samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     @staticmethod
-    def _table() -> dict[int, tuple[int, int]]:
+    def _table() -> dict[int, tuple[int, int, float]]:
         out = {}
+        ticks = os.sysconf("SC_CLK_TCK")
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
                 with open(f"/proc/{entry}/stat") as f:
                     stat = f.read()
-                ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+                fields = stat[stat.rindex(")") + 2 :].split()
+                ppid = int(fields[1])
+                # utime, stime, cutime, cstime: fields 14-17 of stat, 11-14 after the name.
+                cpu_s = sum(int(x) for x in fields[11:15]) / ticks
                 with open(f"/proc/{entry}/statm") as f:
                     rss_pages = int(f.read().split()[1])
             except (OSError, ValueError, IndexError):
                 continue
-            out[int(entry)] = (ppid, rss_pages * os.sysconf("SC_PAGE_SIZE") // 1024)
+            out[int(entry)] = (ppid, rss_pages * os.sysconf("SC_PAGE_SIZE") // 1024, cpu_s)
         return out
+
+    def cpu_between(self, start: float, end: float) -> float:
+        """CPU seconds the tree used between two wall-clock timestamps (interpolated)."""
+
+        def at(ts: float) -> float:
+            samples = self.cpu_samples
+            if not samples:
+                return 0.0
+            for (t0, c0), (t1, c1) in zip(samples, samples[1:], strict=False):
+                if t0 <= ts <= t1:
+                    return c0 + (c1 - c0) * ((ts - t0) / (t1 - t0) if t1 > t0 else 0.0)
+            return samples[0][1] if ts < samples[0][0] else samples[-1][1]
+
+        return max(0.0, at(end) - at(start))
 
     def sample(self) -> None:
         table = self._table()
@@ -213,8 +237,9 @@ class TreeRss:
             if pid in tree or pid in self.exclude:
                 continue
             tree.add(pid)
-            frontier += [p for p, (ppid, _) in table.items() if ppid == pid]
+            frontier += [p for p, (ppid, _, _) in table.items() if ppid == pid]
         total = sum(table[p][1] for p in tree if p in table)
+        self.cpu_samples.append((time.time(), sum(table[p][2] for p in tree if p in table)))
         if total > self.peak_kb:
             self.peak_kb, self.peak_procs = total, len(tree)
 
@@ -232,8 +257,8 @@ class TreeRss:
         self.sample()
 
 
-def step_times(instance, run_id: str) -> dict[str, float]:
-    """Seconds per step of a run, from its STEP_START and STEP_SUCCESS/FAILURE events."""
+def step_times(instance, run_id: str) -> dict[str, tuple[float, float]]:
+    """(start, end) timestamps of each step, from STEP_START and STEP_SUCCESS/FAILURE."""
     import dagster as dg
 
     starts, times = {}, {}
@@ -248,7 +273,7 @@ def step_times(instance, run_id: str) -> dict[str, float]:
             dg.DagsterEventType.STEP_SUCCESS,
             dg.DagsterEventType.STEP_FAILURE,
         ):
-            times[event.step_key] = entry.timestamp - starts.get(event.step_key, entry.timestamp)
+            times[event.step_key] = (starts.get(event.step_key, entry.timestamp), entry.timestamp)
     return times
 
 
@@ -507,8 +532,9 @@ def _run(
         )
         report_wall, report_cpu = time.perf_counter() - t0, _cpu_s() - c0
         day_wall = time.perf_counter() - day_started
-        stages = {stage_of(k): v for k, v in step_times(instance, kpis.run_id).items()}
-        stages |= {stage_of(k): v for k, v in step_times(instance, report.run_id).items()}
+        spans = {stage_of(k): v for k, v in step_times(instance, kpis.run_id).items()}
+        spans |= {stage_of(k): v for k, v in step_times(instance, report.run_id).items()}
+        stages = {stage: end - start for stage, (start, end) in spans.items()}
         if not report.success:
             print(f"  REPORT RUN FAILED: {step_error(report)}", flush=True)
 
@@ -524,10 +550,14 @@ def _run(
             return ""
         return f"  (target < {limit} s: {'met' if seconds < limit else 'MISSED'})"
 
-    print("stages (step wall time from the runs' events)")
+    print("stages (step wall time from the runs' events; CPU seconds of the process tree)")
     for stage in ("kpis", "charts", "analysis", "pdf", "delivery"):
         if stage in stages:
-            print(f"  {stage:<15}{stages[stage]:7.2f} s{target(stage, stages[stage])}")
+            cpu = tree.cpu_between(*spans[stage])
+            print(
+                f"  {stage:<15}{stages[stage]:7.2f} s  {cpu:6.1f} CPU s"
+                f"{target(stage, stages[stage])}"
+            )
     overhead = day_wall - built - sum(stages.values())
     print(
         f"  Dagster outside steps {overhead:5.2f} s (run start/stop, event log), "
@@ -535,7 +565,7 @@ def _run(
     )
     print(
         f"  runs: KPI job {kpis_wall:.2f} s ({kpis_cpu:.1f} CPU s), report job "
-        f"{report_wall:.2f} s ({report_cpu:.1f} CPU s; this process and its waited-for "
+        f"{report_wall:.2f} s ({report_cpu:.1f} CPU s; this process and its reaped "
         f"children); load average at the end {_load()}"
     )
     print(
