@@ -88,20 +88,29 @@ class HotAnswer:
 
 
 class HotAnswers:
-    """Answers by exact URL (path and query string), at most `size` of them."""
+    """Answers by exact URL (path and query string), at most `size` of them and `max_bytes`."""
 
-    def __init__(self, size: int = 4096):
+    def __init__(self, size: int = 4096, max_bytes: int = 64 * 1024 * 1024):
         self.size = size
+        self.max_bytes = max_bytes
         self._answers: dict[tuple[str, bytes], HotAnswer] = {}
+        self._bytes = 0
 
     def get(self, url: tuple[str, bytes]) -> HotAnswer | None:
         return self._answers.get(url)
 
     def remember(self, url: tuple[str, bytes], answer: HotAnswer) -> None:
-        if len(self._answers) >= self.size and url not in self._answers:
-            # Dropping the oldest is enough: an evicted answer is only rebuilt from the cache.
-            self._answers.pop(next(iter(self._answers)))
+        if len(answer.body) > self.max_bytes:
+            return
+        previous = self._answers.pop(url, None)
+        if previous is not None:
+            self._bytes -= len(previous.body)
         self._answers[url] = answer
+        self._bytes += len(answer.body)
+        # Dropping the oldest is enough: an evicted answer is only rebuilt from the cache.
+        while len(self._answers) > self.size or self._bytes > self.max_bytes:
+            oldest = next(iter(self._answers))
+            self._bytes -= len(self._answers.pop(oldest).body)
 
 
 class RateLimiter:

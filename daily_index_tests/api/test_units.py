@@ -23,6 +23,25 @@ def test_bucket_allows_a_burst_then_refills_at_the_rate():
     assert [limiter.take(0, now=1000.0) for _ in range(4)][-1] > 0
 
 
+def test_hot_answers_are_bounded_by_count_and_bytes():
+    from starlette.responses import Response
+
+    from daily_index.api.app import HotAnswer, HotAnswers
+
+    hot = HotAnswers(size=3, max_bytes=10)
+
+    def answer(size: int) -> HotAnswer:
+        return HotAnswer("kpi/x.parquet", 1, None, Response(b"x" * size))
+
+    for n in range(4):
+        hot.remember((f"/{n}", b""), answer(2))
+    assert [hot.get((f"/{n}", b"")) is not None for n in range(4)] == [False, True, True, True]
+    hot.remember(("/big", b""), answer(7))  # 2 + 2 + 7 > 10: the oldest go
+    assert [hot.get((f"/{n}", b"")) is not None for n in range(4)] == [False, False, False, True]
+    hot.remember(("/huge", b""), answer(11))
+    assert hot.get(("/huge", b"")) is None
+
+
 def test_no_limit_never_waits():
     limiter = RateLimiter(limit=0, window_s=60)
     assert {limiter.take(0, now=float(n)) for n in range(1000)} == {0.0}
