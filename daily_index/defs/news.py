@@ -244,9 +244,15 @@ def build_evidence(store: ObjectStore, kpis: list[KpiSpec], table: DayTable) -> 
     related: dict[str, list[dict]] = {}
     stored = read_headlines(store, day) if state == "ok" else None
     if moves and stored is not None and stored.headlines:
+        from daily_index.news.embed import EmbeddingUnavailable
         from daily_index.news.related import related_headlines
 
-        found = related_headlines(moves, stored.headlines, stored.embeddings, _embed)
+        try:
+            found = related_headlines(moves, stored.headlines, stored.embeddings, _embed)
+        except EmbeddingUnavailable as exc:
+            # Context, not the report: without the model the report goes out without it.
+            state, message = "skipped", f"related headlines unavailable: {exc}"
+            found = {}
         related = {kpi_id: [h.to_dict() for h in items] for kpi_id, items in found.items()}
     series = KpiSeriesStore(store)
     with ThreadPoolExecutor(max_workers=16) as pool:
