@@ -379,11 +379,13 @@ cmd_start() {
   setsid env -i "${N8N_VARS[@]}" "$NODE_BIN" "$N8N_JS" start >>"$LOG" 2>&1 </dev/null &
   local pid=$!
   echo "$pid" >"$PID_FILE"
+  trap 'say "start failed: stopping n8n"; stop_instance' EXIT # a half-started n8n is stopped
   DEADLINE=$((SECONDS + START_TIMEOUT_S))
   wait_healthz "$pid"
   create_api_key
   publish_workflows
   wait_webhooks "$pid"
+  trap - EXIT
   say "n8n $N8N_VERSION on $BASE (pid $pid, database: $([[ $DB == postgres ]] && echo "PostgreSQL $PG_DB" || echo SQLite)); API key in $DIR/api_key; log: $LOG"
 }
 
