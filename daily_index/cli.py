@@ -30,6 +30,7 @@ from daily_index.alerts.cli import alerts
 from daily_index.api.cli import serve_api
 from daily_index.history_cli import export_command, import_command
 from daily_index.ingest.cli import serve_ingest
+from daily_index.n8n_control import n8n_group
 from daily_index.registry import RegistryError, load_registry, registry_path
 
 if TYPE_CHECKING:
@@ -703,6 +704,7 @@ def deliver(
 main.add_command(alerts)
 main.add_command(import_command)
 main.add_command(export_command)
+main.add_command(n8n_group)
 main.add_command(serve_ingest)
 main.add_command(serve_api)
 

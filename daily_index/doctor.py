@@ -3,7 +3,10 @@
 Resources are built from the environment and their `EnvVar`s resolved exactly as for a
 run (`dg.build_resources`), so an S3/R2 store is reached with the real keys. The store is
 checked for real: a probe object is written, read back and deleted. Each source family an
-enabled KPI uses, and n8n, gets one request (skipped with `offline`).
+enabled KPI uses gets one request; n8n is asked whether it is healthy and whether every
+registry n8n KPI's webhook is served (`n8n_control.check_n8n`: through its API with
+DAILY_INDEX_N8N_API_KEY, else a GET per webhook, which runs no workflow). `offline` skips
+every request.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import dagster as dg
 import httpx
 
+from daily_index.n8n_control import check_n8n
 from daily_index.registry import Registry, RegistryError, load_registry, registry_path
 
 PROBE_PREFIX = "doctor/probe-"
@@ -117,7 +121,7 @@ def _get(client: httpx.Client, url: str, shown: str, secrets: list[str | None], 
 
 
 def check_sources(env: Mapping[str, str], registry: Registry) -> list[Check]:
-    """One request to each source family (and base URL) an enabled KPI uses, and to n8n."""
+    """One request to each source family (and base URL) an enabled KPI uses (n8n aside)."""
     from daily_index.defs.resources import ConfigurationError, sources_from_env
 
     try:
@@ -129,13 +133,7 @@ def check_sources(env: Mapping[str, str], registry: Registry) -> list[Check]:
     for spec in registry.enabled(dict(env)):
         kind = spec.source.kind
         if kind == "n8n":
-            base = (spec.source.base_url or settings.n8n_base_url or "").rstrip("/")
-            if base:
-                headers = {}
-                if settings.n8n_auth_header and settings.n8n_auth_value:
-                    headers[settings.n8n_auth_header] = settings.n8n_auth_value
-                targets.setdefault(("n8n", f"{base}/healthz"), ("n8n", {"headers": headers}))
-            continue
+            continue  # check_n8n asks n8n
         if kind == "derived":
             continue  # computed from stored series: nothing to reach
         family, path = PROBES[kind]
@@ -203,13 +201,18 @@ def run_checks(env: Mapping[str, str], *, offline: bool = False) -> list[Check]:
     checks.append(check_store(env))
     try:
         sources = sources_from_env(env)
-        checks.append(
-            Check(
-                "n8n",
-                True if sources.n8n_base_url else None,
-                sources.n8n_base_url or "not configured (DAILY_INDEX_N8N_BASE_URL); n8n KPIs off",
+        if not sources.n8n_base_url or offline:
+            checks.append(
+                Check(
+                    "n8n",
+                    None,
+                    f"{sources.n8n_base_url}: not asked (--offline)"
+                    if sources.n8n_base_url
+                    else "not configured (DAILY_INDEX_N8N_BASE_URL); n8n KPIs off",
+                )
             )
-        )
+        else:
+            checks.extend(Check(f.name, f.ok, f.detail) for f in check_n8n(env))
         checks.append(
             Check(
                 "n8n auth",

@@ -9,6 +9,9 @@ its database is ready. Then for `not_registered_s` every path answers n8n's own 
 a valid `KPIDataUpdate` for the trigger it got (other paths keep the 404). `/healthz`
 answers `{"status": "ok"}` as soon as the server listens.
 
+A GET on a webhook path runs nothing: n8n answers 404 "This webhook is not registered for GET
+requests. Did you mean to make a POST request?" when a POST webhook serves the path.
+
 Public API (`/api/v1/workflows`, documented shapes: `{"data": [...], "nextCursor": ...}`,
 `POST /api/v1/workflows/{id}/activate|deactivate`), with `X-N8N-API-KEY` checked (401
 otherwise). Activating a workflow registers its webhooks at once; deactivating removes them.
@@ -83,7 +86,9 @@ class N8nImitation:
         answer: builds a registered webhook's answer from (trigger, lower-cased headers).
         latency_s: added before every webhook answer.
         api_key: the key the public API accepts (None: the API answers 401 to all).
-        page_size: the API's default page length (n8n: 100), to exercise `nextCursor`.
+        page_size: the API's page length when none is asked for (n8n: 100).
+        max_page: the longest page served whatever is asked (n8n: 250), to exercise
+            `nextCursor`.
     """
 
     def __init__(
@@ -96,6 +101,7 @@ class N8nImitation:
         latency_s: float = 0.0,
         api_key: str | None = None,
         page_size: int = 100,
+        max_page: int = 250,
         answer: Answer = kpi_answer,
     ) -> None:
         self.workflows = workflows if workflows is not None else []
@@ -105,8 +111,10 @@ class N8nImitation:
         self.latency_s = latency_s
         self.api_key = api_key
         self.page_size = page_size
+        self.max_page = max_page
         self.answer = answer
         self.posts: Counter[str] = Counter()
+        self.gets: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
         self.executions: Counter[str] = Counter()
         self.health_checks = 0
@@ -191,6 +199,21 @@ class N8nImitation:
         if parts.path.startswith("/webhook/") and method == "POST":
             path = parts.path.removeprefix("/webhook/")
             status, payload, content_type = self._webhook(path, body, headers)
+        elif parts.path.startswith("/webhook/"):
+            # n8n's answer to a GET on a path only a POST webhook serves, or on no webhook.
+            path = parts.path.removeprefix("/webhook/")
+            with self._lock:
+                self.gets[path] += 1
+            if path in self.registered() and self._phase() == "running":
+                message = (
+                    "This webhook is not registered for GET requests. "
+                    "Did you mean to make a POST request?"
+                )
+                payload = {"code": 404, "message": message}
+            else:
+                message = f'The requested webhook "GET {path}" is not registered.'
+                payload = {"code": 404, "message": message, "hint": NOT_REGISTERED_HINT}
+            status, content_type = 404, "application/json"
         elif parts.path in ("/healthz", "/healthz/readiness"):
             with self._lock:
                 self.health_checks += 1
@@ -251,7 +274,7 @@ class N8nImitation:
         if self.api_key is None or headers.get("x-n8n-api-key") != self.api_key:
             return 401, {"message": "unauthorized"}
         if method == "GET" and path == "/api/v1/workflows":
-            limit = int(query.get("limit") or self.page_size)
+            limit = min(int(query.get("limit") or self.page_size), self.max_page)
             start = int(query.get("cursor") or 0)
             with self._lock:
                 page = [json.loads(json.dumps(wf)) for wf in self.workflows[start : start + limit]]

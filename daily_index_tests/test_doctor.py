@@ -1,8 +1,8 @@
 """`daily-index doctor` and `daily-index deliver` as a user runs them, against real servers.
 
 The store is a moto S3 server with the keys only in the environment (EnvVars, resolved as a
-run resolves them), or a closed port; the sources and n8n a local HTTP stub; delivery goes
-to local receivers. No secret may appear in anything printed.
+run resolves them), or a closed port; the sources a local HTTP stub, n8n an imitation of its
+webhooks and public API; delivery goes to local receivers. No secret may appear in anything printed.
 """
 
 from __future__ import annotations
@@ -21,15 +21,18 @@ from pathlib import Path
 import pytest
 
 from daily_index.defs.resources import BASE_URL_ENV
+from daily_index.n8n_control import check_n8n
 from daily_index.storage.objectstore import LocalObjectStore
 from daily_index_tests.conftest import closed_port, create_bucket
 from daily_index_tests.delivery.conftest import PDF_BYTES, Receiver
+from daily_index_tests.n8n_imitation import N8nImitation, workflow
 
 REPO = Path(__file__).resolve().parent.parent
 S3_SECRET = "s3-secret-never-printed-4d1c"
 FRED_SECRET = "fred-secret-never-printed-91aa"
 N8N_SECRET = "n8n-secret-never-printed-77b2"
-SECRETS = (S3_SECRET, FRED_SECRET, N8N_SECRET)
+N8N_API_KEY = "n8n-api-key-never-printed-0c3f"
+SECRETS = (S3_SECRET, FRED_SECRET, N8N_SECRET, N8N_API_KEY)
 DAY = date(2024, 5, 1)
 
 
@@ -130,13 +133,13 @@ def stub() -> Iterator[_Stub]:
     server.server.server_close()
 
 
-def _sources_env(env: dict[str, str], stub: _Stub) -> dict[str, str]:
+def _sources_env(env: dict[str, str], stub: _Stub, n8n: N8nImitation) -> dict[str, str]:
     urls = {var: f"{stub.url}/{family}" for family, var in BASE_URL_ENV.items()}
     return (
         env
         | urls
         | {
-            "DAILY_INDEX_N8N_BASE_URL": f"{stub.url}/n8n",
+            "DAILY_INDEX_N8N_BASE_URL": n8n.url,
             "DAILY_INDEX_N8N_AUTH_HEADER": "X-N8N-Auth",
             "DAILY_INDEX_N8N_AUTH_VALUE": N8N_SECRET,
             "FRED_API_KEY": FRED_SECRET,
@@ -144,26 +147,74 @@ def _sources_env(env: dict[str, str], stub: _Stub) -> dict[str, str]:
     )
 
 
-def test_doctor_sends_one_request_per_source_and_to_n8n(env, stub):
-    done = _cli("doctor", env=_sources_env(env, stub))
+@pytest.fixture
+def n8n() -> Iterator[N8nImitation]:
+    """n8n serving the bundled registry's n8n KPI (usdt_dominance), public API keyed."""
+    flows = [workflow("wfUsdt", "USDT dominance", ["kpi/usdt-dominance"])]
+    with N8nImitation(flows, api_key=N8N_API_KEY) as server:
+        yield server
+
+
+def test_doctor_sends_one_request_per_source_and_asks_n8n(env, stub, n8n):
+    done = _cli("doctor", env=_sources_env(env, stub, n8n))
     out = _printed(done)
     assert done.returncode == 0, out
     families = Counter(path.split("/")[1] for path, _ in stub.seen)
-    assert families == {family: 1 for family in [*BASE_URL_ENV, "n8n"]}
+    assert families == {family: 1 for family in BASE_URL_ENV}
     [(fred_path, _)] = [(p, h) for p, h in stub.seen if p.startswith("/fred/")]
     assert f"api_key={FRED_SECRET}" in fred_path  # the key was really checked
-    [(_, n8n_headers)] = [(p, h) for p, h in stub.seen if p.startswith("/n8n/")]
-    assert n8n_headers.get("X-N8N-Auth") == N8N_SECRET
     assert out.count("reachable, HTTP 200") == len(families)
+    # n8n: its health check and the registry's webhook, asked without running a workflow.
+    assert f"{n8n.url}/healthz: healthy" in out
+    assert "POST kpi/usdt-dominance is registered (usdt_dominance)" in out
+    assert n8n.gets == {"kpi/usdt-dominance": 1} and not n8n.posts
     assert not any(secret in out for secret in SECRETS)
 
-    offline = _cli("doctor", "--offline", env=_sources_env(env, stub))
+    offline = _cli("doctor", "--offline", env=_sources_env(env, stub, n8n))
     assert offline.returncode == 0 and len(stub.seen) == len(families)
+    assert "not asked (--offline)" in offline.stdout
+    assert n8n.gets == {"kpi/usdt-dominance": 1}
 
 
-def test_doctor_reports_a_refused_key_without_showing_it(env, stub):
+def _n8n_env(n8n: N8nImitation | str, **extra: str) -> dict[str, str]:
+    url = n8n if isinstance(n8n, str) else n8n.url
+    return {"DAILY_INDEX_N8N_BASE_URL": url, **extra}
+
+
+def test_the_n8n_check_finds_a_webhook_no_workflow_serves(n8n):
+    n8n.workflows[0]["active"] = False
+    findings = check_n8n(_n8n_env(n8n))
+    assert [f.ok for f in findings] == [True, False]
+    assert "usdt_dominance" in findings[1].detail and "is not registered" in findings[1].detail
+    assert not n8n.posts
+
+
+def test_the_n8n_check_uses_the_api_with_a_key(n8n):
+    n8n.workflows[0]["active"] = False
+    findings = check_n8n(_n8n_env(n8n, DAILY_INDEX_N8N_API_KEY=N8N_API_KEY))
+    assert [f.name for f in findings] == ["n8n", "n8n API", "n8n webhook"]
+    assert findings[1].ok and "1 workflows, 0 active" in findings[1].detail
+    assert findings[2].ok is False and "its workflow is inactive" in findings[2].detail
+    assert not n8n.gets and not n8n.posts
+    assert not any(N8N_API_KEY in f.detail for f in findings)
+
+    n8n.workflows[0]["active"] = True
+    findings = check_n8n(_n8n_env(n8n, DAILY_INDEX_N8N_API_KEY=N8N_API_KEY))
+    assert all(f.ok for f in findings) and "all 1 n8n KPIs served" in findings[2].detail
+
+    refused = check_n8n(_n8n_env(n8n, DAILY_INDEX_N8N_API_KEY="wrong-key-1234"))
+    assert refused[1].ok is False and "refused the API key (HTTP 401" in refused[1].detail
+
+
+def test_the_n8n_check_reports_n8n_down():
+    url = f"http://127.0.0.1:{closed_port()}"
+    [finding] = check_n8n(_n8n_env(url))
+    assert finding.ok is False and f"{url}/healthz: no answer (ConnectError)" in finding.detail
+
+
+def test_doctor_reports_a_refused_key_without_showing_it(env, stub, n8n):
     stub.refuse = {"/fred/"}
-    done = _cli("doctor", env=_sources_env(env, stub))
+    done = _cli("doctor", env=_sources_env(env, stub, n8n))
     out = _printed(done)
     assert done.returncode == 1, out
     [line] = [line for line in out.splitlines() if "source fred" in line]
