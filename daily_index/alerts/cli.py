@@ -186,7 +186,8 @@ def backtest_command(
     if start and end and start > end:
         err_console.print(f"[red]error:[/red] --from {start} is after --to {end}")
         raise SystemExit(EXIT_CONFIG)
-    kpis = [k for k in registry.enabled(dict(env)) if k.alerts]
+    # Stored history needs no source key: every active KPI with rules, enabled here or not.
+    kpis = [k for k in registry.kpis if k.active and k.alerts]
     if kpi_id is not None:
         known = {k.id for k in registry.kpis}
         if kpi_id not in known:
@@ -194,7 +195,9 @@ def backtest_command(
             raise SystemExit(EXIT_CONFIG)
         kpis = [k for k in kpis if k.id == kpi_id]
         if not kpis:
-            err_console.print(f"[red]error:[/red] --kpi {kpi_id!r} has no alert rules here")
+            err_console.print(
+                f"[red]error:[/red] --kpi {kpi_id!r} has no alert rules (or is inactive)"
+            )
             raise SystemExit(EXIT_CONFIG)
     if rule_name is not None and not any(
         rule_name in (r.name, r.kind) for k in kpis for r in k.alerts
