@@ -20,6 +20,7 @@ store has no journal: its PUT is the durable write, and the inbox writes there d
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import threading
@@ -32,7 +33,7 @@ from daily_index.storage.objectstore import StorageError
 
 JOURNAL_DIR = "ingest/journal"
 MAX_BATCH = 1000
-SPOOLERS = 8
+SPOOLERS = 4
 """Threads filing journaled pushes: file creation waits on the disk, so several overlap."""
 
 
@@ -126,26 +127,53 @@ class JournaledInbox:
                     f"{PREFIX}{relative}/{name}" for name in files if not name.startswith(".")
                 )
 
+    def _register(self, push: Push) -> Future:
+        """Journal a new push (the lock is held); the future resolves once it is fsync'd."""
+        self._by_key[push.key] = push
+        self._by_id[push.webhook_id] = push.key
+        self._known_keys.add(push.key)
+        self._known_ids.add(id_hash(push.webhook_id))
+        done: Future = Future()
+        self._writes.put((push, done))
+        return done
+
+    def _failed(self, push: Push) -> StorageError:
+        with self._lock:
+            self._forget(push)
+        return StorageError(f"{self.inbox.store.description}: the journal cannot be written")
+
     def accept(self, push: Push) -> Receipt:
         """Decide against the journal and the inbox, then wait until a new push is durable."""
         with self._lock:
             receipt = self._decide(push)
             if receipt is not None:
                 return receipt
-            self._by_key[push.key] = push
-            self._by_id[push.webhook_id] = push.key
-            self._known_keys.add(push.key)
-            self._known_ids.add(id_hash(push.webhook_id))
-            done: Future = Future()
-            self._writes.put((push, done))
+            done = self._register(push)
         try:
             done.result(timeout=30)
         except Exception:
-            with self._lock:
-                self._forget(push)
-            raise StorageError(
-                f"{self.inbox.store.description}: the journal cannot be written"
-            ) from None
+            raise self._failed(push) from None
+        return Receipt("accepted", push)
+
+    async def accept_async(self, push: Push) -> Receipt:
+        """`accept` for the event loop, without a thread hop for a push that must be new.
+
+        A possible repeat (its name is known) is decided on a worker thread, reading files.
+        """
+        with self._lock:
+            new = not (
+                push.key in self._known_keys
+                or id_hash(push.webhook_id) in self._known_ids
+                or push.key in self._by_key
+                or push.webhook_id in self._by_id
+            )
+            done = self._register(push) if new else None
+        if done is None:
+            return await asyncio.to_thread(self.accept, push)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(done), timeout=30)
+        except Exception:
+            raise self._failed(push) from None
         return Receipt("accepted", push)
 
     def _decide(self, push: Push) -> Receipt | None:

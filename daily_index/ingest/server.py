@@ -267,7 +267,10 @@ class IngestApp:
             update=update.to_wire(),
         )
         try:
-            receipt = await run_in_threadpool(self.inbox.accept, push)
+            if self.journal is not None:
+                receipt = await self.journal.accept_async(push)
+            else:
+                receipt = await run_in_threadpool(self.inbox.accept, push)
         except StorageError:
             # Nothing was acknowledged: the sender retries with the same webhook-id.
             return _json(
