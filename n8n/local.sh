@@ -187,8 +187,8 @@ running_pid() {
 }
 
 psql_admin() {
-  PGOPTIONS='-c client_min_messages=warning' psql -h "${PGHOST:-127.0.0.1}" -p "${PGPORT:-5432}" -U "${PGUSER:-postgres}" -d postgres \
-    -v ON_ERROR_STOP=1 -qAt "$@"
+  PGOPTIONS='-c client_min_messages=warning' psql -h "${PGHOST:-127.0.0.1}" \
+    -p "${PGPORT:-5432}" -U "${PGUSER:-postgres}" -d postgres -v ON_ERROR_STOP=1 -qAt "$@"
 }
 
 fresh_database() {

@@ -125,9 +125,9 @@ def utc_today():
 
 
 def _script_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAILY_INDEX_N8N_", "KPI_"))}
-    if "DAILY_INDEX_N8N_CACHE" in os.environ:
-        env["DAILY_INDEX_N8N_CACHE"] = os.environ["DAILY_INDEX_N8N_CACHE"]
+    """The caller's environment (its cache setting included) without its own n8n settings."""
+    own = {"DAILY_INDEX_N8N_BASE_URL", "DAILY_INDEX_N8N_AUTH_HEADER", "DAILY_INDEX_N8N_AUTH_VALUE"}
+    env = {k: v for k, v in os.environ.items() if k not in own and not k.startswith("KPI_")}
     return env | extra
 
 
