@@ -196,8 +196,12 @@ def build_delivery_asset() -> dg.AssetsDefinition:
         """The day's report, delivered to every subscriber endpoint.
 
         Channels: e-mail, Telegram, Slack, Discord, webhooks, ...; a local outbox folder
-        when no subscriber file is set. The ledger `delivery/<date>.parquet` has one row
-        per endpoint: sent, failed or dead, with attempts and the last error. A re-run
+        when no subscriber file is set. The PDF is attached where the channel takes files
+        and it fits the channel's limit; elsewhere the summary carries a link to the
+        delivered copy `reports/delivered/<date>.pdf` (a public base URL, or a presigned
+        S3/R2 URL that expires). The ledger `delivery/<date>.parquet` has one row per
+        endpoint: sent, failed or dead, what it got (file, link, no link, summary), with
+        attempts and the last error. A re-run
         sends only what is not yet sent. An amended report run (run tag
         `daily_index/report=amended`) sends the "[AMENDED]" edition, with its own ledger
         `delivery/<date>.amended.parquet`.
