@@ -38,6 +38,7 @@ from daily_index.delivery import (
     read_ledger,
 )
 from daily_index.delivery.channels import APPRISE_ATTACH_CAP, decide, parse_size, takes_files
+from daily_index.delivery.ledger import Journal, Ledger, Outcome
 from daily_index.delivery.subscribers import instantiate
 from daily_index.storage.objectstore import ObjectStore, S3ObjectStore
 from daily_index_tests.conftest import S3_TEST_CREDENTIALS, create_bucket
@@ -398,3 +399,37 @@ def test_a_link_base_wins_over_presigning(s3_storage, receiver, tmp_path: Path) 
     assert summary.link == "base url" and summary.link_expires_at is None
     message = json_body(receiver, "ok/carol")["message"]
     assert LINK.search(message)[1] == f"{LINK_BASE}/reports/delivered/{DAY}.pdf"
+
+
+def test_a_killed_runs_journal_keeps_what_each_endpoint_got(store) -> None:
+    journal = Journal.for_store(store, DAY)
+    journal.open()
+    at = datetime.now(UTC)
+    expires = at + timedelta(days=7)
+    journal.start("a:primary", at)
+    journal.finish(
+        Outcome(
+            "a:primary",
+            ok=True,
+            started_at=at,
+            finished_at=at,
+            delivered="link",
+            link_expires_at=expires,
+        )
+    )
+    journal.close(remove=False)  # as a kill leaves it
+    [outcome] = Journal.for_store(store, DAY).replay()
+    assert (outcome.delivered, outcome.link_expires_at) == ("link", expires)
+    ledger = Ledger(store, DAY)
+    ledger.ensure(
+        endpoint_id="a:primary",
+        subscriber_id="a",
+        channel="primary",
+        kind="json",
+        url="json://h/a",
+        fallback_url=None,
+    )
+    assert ledger.apply(outcome, max_attempts=3, replayed=True) == "sent"
+    ledger.flush()
+    row = ledger_rows(store)["a:primary"]
+    assert row["delivered"] == "link" and row["link_expires_at"].to_pydatetime() == expires
