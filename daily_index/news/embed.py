@@ -57,6 +57,10 @@ def load_model() -> Any:
                     'sentence-transformers is not installed: pip install -e ".[news]"'
                 ) from None
             import torch
+            from transformers.utils import logging as transformers_logging
+
+            # No progress bar in the run's logs for reading the weights.
+            transformers_logging.disable_progress_bar()
 
             # One intra-op thread: on a shared 2-core machine torch's spinning worker
             # threads cost more than they give (measured under load: 500 headlines in 8.5 s
