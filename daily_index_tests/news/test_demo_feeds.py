@@ -12,8 +12,8 @@ def test_the_replay_serves_the_recorded_rss_and_atom_feeds():
         _, [unknown] = collect_headlines(NewsSettings(feeds=(missing,)), DEMO_DAY)
     assert [r.state for r in results] == ["ok", "ok"]
     # The RSS repeats one item: stored once. Items of other days are left out.
-    assert (results[0].items, results[0].of_the_day) == (8, 6)
-    assert len(headlines) == 8
+    assert (results[0].items, results[0].of_the_day) == (8, 7)
+    assert len(headlines) == 9
     assert all(h.published.date() == DEMO_DAY for h in headlines)
     assert all(h.link.startswith("https://demo.invalid/") for h in headlines)
     assert unknown.state == "failed" and unknown.reason == "HTTP 404"
