@@ -90,17 +90,14 @@ def test_a_push_acknowledged_before_a_kill_is_materialised(tmp_path: Path) -> No
 
 
 def test_bad_configuration_exits_2_without_the_secret(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from daily_index.cli import main
+
     environ = _environ(tmp_path, tmp_path / "store") | {
         "DAILY_INDEX_INGEST_SECRETS": "whsec_!!c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1ub3QtbGVhaw",
     }
-    done = subprocess.run(  # noqa: S603 (our own CLI)
-        [sys.executable, "-m", "daily_index.cli", "serve-ingest", "--port", str(free_port())],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert "DAILY_INDEX_INGEST_SECRETS" in done.stderr and "secret #1" in done.stderr
-    assert "c2VjcmV0" not in done.stderr + done.stdout
+    done = CliRunner().invoke(main, ["serve-ingest", "--port", str(free_port())], env=environ)
+    assert done.exit_code == 2, done.output
+    assert "DAILY_INDEX_INGEST_SECRETS" in done.output and "secret #1" in done.output
+    assert "c2VjcmV0" not in done.output
