@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from daily_index.contract import partition_timestamp
+from daily_index.calendars import EXPECTED_GAP_CODES
+from daily_index.contract import KPIErrorUpdate, parse_update, partition_timestamp
 from daily_index_tests.ingest.conftest import OLD_SECRET, SECRET, ThreadedServer, filed, today
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "n8n" / "workflows" / "kpi-push-btc-price.json"
@@ -161,3 +162,37 @@ def test_a_push_signed_with_an_unknown_secret_is_refused(server: ThreadedServer)
     assert _send(run_sign_node(_trigger(), _reply(), env)).status_code == 401
     env["DAILY_INDEX_INGEST_SECRET"] = OLD_SECRET  # the rotated-out secret still works
     assert _send(run_sign_node(_trigger(), _reply(), env)).status_code == 202
+
+
+def test_the_202_answer_is_an_expected_gap_for_the_kpi_run() -> None:
+    """What the KPI run reads from the immediate answer: a gap for the day, not a failure."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js (`node`) is not installed: the expression cannot be evaluated")
+    [answer] = [n for n in _workflow()["nodes"] if n["name"] == "Answer 202"]
+    expression = answer["parameters"]["responseBody"]
+    assert expression.startswith("={{") and expression.endswith("}}")
+    trigger = _trigger()
+    script = (
+        "const ctx = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+        "const $json = { body: ctx.trigger }; const $execution = { id: '4711' };"
+        f"process.stdout.write(String({expression[3:-2]}));"
+    )
+    done = subprocess.run(  # noqa: S603 (node on our own expression)
+        [node, "-e", script],
+        input=json.dumps({"trigger": trigger}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    update = parse_update(
+        json.loads(done.stdout),
+        kpi_id=trigger["kpiId"],
+        trace_id=trigger["traceId"],
+        timestamp=trigger["timestamp"],
+        kpi_type="price",
+    )
+    assert isinstance(update, KPIErrorUpdate)
+    assert update.error_code in EXPECTED_GAP_CODES and "pushes" in update.error
