@@ -123,9 +123,12 @@ def test_the_start_up_wait_stays_within_the_fetch_budget():
         assert all("DAILY_INDEX_FETCH_BUDGET_S" in u.error for u in failed), failed[0].error
 
 
-def test_a_missing_workflow_on_a_running_n8n_fails_at_once():
+@pytest.mark.parametrize("first", [False, True], ids=["missing-last", "missing-probes-first"])
+def test_a_missing_workflow_on_a_running_n8n_fails_at_once(first):
     with N8nImitation(workflows(3)) as n8n:
-        kpis = [n8n_kpi(0), n8n_kpi(1), n8n_kpi(2), n8n_kpi(9, "kpi/missing")]
+        kpis = [n8n_kpi(0), n8n_kpi(1), n8n_kpi(2)]
+        missing = n8n_kpi(9, "kpi/missing")
+        kpis = [missing, *kpis] if first else [*kpis, missing]
         outcomes = run(n8n_settings(n8n), kpis)
         (failed,) = errors(outcomes)
         assert failed.kpi_id == "n8n_kpi_9" and failed.error_code == "n8n_not_registered"
