@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any, Literal
 
 from daily_index.storage.objectstore import ObjectStore, PreconditionFailed, StorageError
@@ -129,13 +130,23 @@ class Inbox:
     def __init__(self, store: ObjectStore, *, durable: bool = True):
         self.store = store
         self.durable = durable
+        self._folders: set[Path] = set()
+
+    def _folder(self, path: Path) -> None:
+        if path.parent not in self._folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(path.parent)
 
     def _put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
         path = None if self.durable else self.store.local_path(key)
         if path is None:
             self.store.put(key, data, if_none_match=create_only, content_type="application/json")
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._folder(path)
+        if not data:
+            # An empty marker has no content to tear: creating it is the atomic write.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+            return
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -219,7 +230,7 @@ class Inbox:
             pass  # another request with this id got there first: same record
 
     def _enqueue(self, push: Push) -> None:
-        self._put(queue_key(push.key), b"{}")
+        self._put(queue_key(push.key), b"")
 
     def pending(self, limit: int | None = None) -> list[str]:
         """Queue markers of pushes not yet materialised, oldest key order, at most `limit`."""
