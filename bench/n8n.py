@@ -11,8 +11,9 @@ CoinGecko and alternative.me imitations of the tests). Then, in one go:
             DAILY_INDEX_FETCH_CONCURRENCY=C: the whole command's wall time, and the run's own
             figure ("stored in", from the command's start of work to the stored series)
   floor     once more, so a drift in the machine's load shows; the ratio uses the mean
-Prints each phase's time, failures and n8n executions (counted through n8n's public API),
-and the ratios to the floor (target: ours within 1.2x).
+Prints each phase's time, failures, n8n executions and how long n8n was busy with them (from
+their start and stop times, through n8n's public API), and the ratios to the floor (target:
+ours within 1.2x): the run's whole time, and n8n's busy time (the fetching alone).
 
 Usage: python bench/n8n.py [--kpis 200] [--concurrency 8] [--port P]
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -73,34 +75,54 @@ def start_upstream() -> tuple[multiprocessing.Process, str]:
     return child, urls.get(timeout=30)
 
 
-def executions(base: str, api_key: str) -> int:
-    count, cursor = 0, None
+def execution_list(base: str, api_key: str) -> list[dict]:
+    """Every execution n8n recorded (id, startedAt, stoppedAt, ...), through its public API."""
+    found, cursor = [], None
     for _ in range(1000):
         url = f"{base}/api/v1/executions?limit=250" + (f"&cursor={cursor}" if cursor else "")
         request = urllib.request.Request(url, headers={"X-N8N-API-KEY": api_key})  # noqa: S310
         with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
             page = json.loads(answer.read())
-        count += len(page["data"])
+        found += page["data"]
         cursor = page.get("nextCursor")
         if not cursor:
-            return count
+            return found
     raise RuntimeError("more executions than the bounded count")
 
 
-def settled(base: str, api_key: str, before: int, expected: int) -> int:
-    """Executions since `before`, once `expected` are recorded or none arrive for 5 s."""
+def newest_id(base: str, api_key: str) -> int:
+    return max((int(e["id"]) for e in execution_list(base, api_key)), default=0)
+
+
+def since(base: str, api_key: str, after_id: int) -> list[dict]:
+    return [e for e in execution_list(base, api_key) if int(e["id"]) > after_id]
+
+
+def settled(base: str, api_key: str, after_id: int, expected: int) -> list[dict]:
+    """The executions after `after_id`, once `expected` are recorded or none arrive for 5 s."""
     deadline, seen, steady = time.monotonic() + 60, -1, 0
     while time.monotonic() < deadline:
-        now = executions(base, api_key) - before
+        now = len(since(base, api_key, after_id))
         if now >= expected:
             time.sleep(1)
-            return executions(base, api_key) - before
+            break
         steady = steady + 1 if now == seen else 0
         if steady >= 10:
-            return now
+            break
         seen = now
         time.sleep(0.5)
-    return executions(base, api_key) - before
+    return since(base, api_key, after_id)
+
+
+def moment(text: str | None) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else math.nan
+
+
+def busy(found: list[dict]) -> tuple[float, float]:
+    """When n8n worked on these executions: (first start, last stop), epoch seconds."""
+    starts = [moment(e.get("startedAt")) for e in found]
+    stops = [moment(e.get("stoppedAt")) for e in found]
+    return (min(starts), max(stops)) if found else (math.nan, math.nan)
 
 
 def trigger(kpi_id: str, kind: str, day: str) -> dict:
@@ -236,16 +258,22 @@ def main() -> None:
         asyncio.run(direct(base, secret, 2 * c, c, day))  # warm-up
         rows = []
         for phase in ("floor", "ours", "floor"):
-            before = executions(base, api_key)
+            after_id = newest_id(base, api_key)
+            began = time.time()
             if phase == "floor":
                 seconds, failures = asyncio.run(direct(base, secret, n, c, day))
                 row = {"phase": phase, "wall": seconds, "step": seconds, "failures": failures}
             else:
                 row = {"phase": phase, **ours(base, secret, n, c, day, work / "run")}
-            row["executions"] = settled(base, api_key, before, n)
+            ended = began + row["wall"]
+            found = settled(base, api_key, after_id, n)
+            first, last = busy(found)
+            row |= {"executions": len(found), "busy": last - first}
             rows.append(row)
             print(
                 f"{phase:6s} {row['wall']:7.1f} s wall  {row['step']:7.1f} s step  "
+                f"n8n busy {row['busy']:6.1f} s (first execution {first - began:+.1f} s after "
+                f"the start, last {ended - last:.1f} s before the end)  "
                 f"failures {row['failures']:3d}  n8n executions {row['executions']:4d}"
                 + (f"  (exit {row['exit']}, {row['stored']} stored)" if phase == "ours" else ""),
                 flush=True,
@@ -260,8 +288,15 @@ def main() -> None:
             f"ours / floor: {run['step'] / floor:.2f}x (the run's step), "
             f"{run['wall'] / floor:.2f}x (the whole command, start-up included); target 1.2x"
         )
+        floor_busy = (rows[0]["busy"] + rows[2]["busy"]) / 2
         print(
-            f"failures: ours {run['failures']}, floor {rows[0]['failures'] + rows[2]['failures']}; "
+            f"n8n busy for ours / for the floor: {run['busy'] / floor_busy:.2f}x (from the first "
+            "execution's start to the last one's end: the fetching, without the run's start-up "
+            "and its storing after the last answer)"
+        )
+        floor_failures = rows[0]["failures"] + rows[2]["failures"]
+        print(
+            f"failures: ours {run['failures']}, floor {floor_failures}; "
             f"n8n executions for ours: {run['executions']} (expected {n})"
         )
     finally:
