@@ -94,6 +94,12 @@ def publication_gap(spec: KpiSpec, day: date, today: date) -> str | None:
     if lag == 0 or (today - day).days >= lag:
         return None
     due = day + timedelta(days=lag)
+    if spec.source.kind == "derived":
+        inputs = " and ".join(spec.derived.inputs)
+        return (
+            f"no observation yet: computed from {inputs}, whose values arrive {lag} day(s) "
+            f"late; {day} is computed on {due}"
+        )
     return (
         f"no observation yet: {spec.metadata.source} publishes it {lag} day(s) late; "
         f"{day} is fetched on {due}"

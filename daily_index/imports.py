@@ -311,6 +311,16 @@ class _Validator:
         return columns
 
     def _spec(self, kpi_id: str, line: int, column: int, cell: str) -> KpiSpec | None:
+        if kpi_id in self.kpis and self.kpis[kpi_id].source.kind == "derived":
+            inputs = ", ".join(self.kpis[kpi_id].derived.inputs)
+            self.problem(
+                line,
+                column,
+                f"KPI {kpi_id!r} is derived (computed from {inputs}): import its inputs, "
+                "then re-run those days",
+                cell,
+            )
+            return None
         if kpi_id in self.kpis:
             return self.kpis[kpi_id]
         if kpi_id in self.known_ids:

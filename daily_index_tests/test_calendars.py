@@ -63,3 +63,14 @@ def test_history_days_in_the_registry_win():
 def test_last_expected_day_skips_the_weekend():
     assert last_expected_on_or_before(spec("us_10y_yield"), SUNDAY) == FRIDAY
     assert last_expected_on_or_before(spec("btc_price"), SUNDAY) == SUNDAY
+
+
+def test_a_lagged_derived_kpi_says_which_inputs_it_waits_for():
+    from daily_index.registry import load_registry
+
+    correlation = next(k for k in load_registry().kpis if k.id == "btc_dxy_correlation_30d")
+    reason = expected_gap(correlation, date(2026, 11, 24), today=date(2026, 11, 24))
+    assert reason == (
+        "no observation yet: computed from btc_price and us_dollar_index, whose values "
+        "arrive 10 day(s) late; 2026-11-24 is computed on 2026-12-04"
+    )

@@ -135,6 +135,12 @@ def test_a_five_year_file_with_every_kind_of_bad_line_reports_each_with_its_line
         ("date,value\n2024-01-01,1\n# Zürich,1\n", "cp1252", "btc_price", "Windows-1252"),
         ("date,nope\n2024-01-01,1\n", "utf-8", None, "unknown KPI id 'nope'"),
         ("date,value\n2024-01-01,1\n", "utf-8", "usdt_dominance", "is not enabled"),
+        (
+            "date,btc_volatility_30d\n2024-01-01,1\n",
+            "utf-8",
+            None,
+            "'btc_volatility_30d' is derived (computed from btc_price): import its inputs",
+        ),
         ("date,btc_price [EUR]\n2024-01-01,1\n", "utf-8", None, "differs from the registry"),
         ("date,value\n", "utf-8", "btc_price", "no values"),
         ("date,value\n2024-01-01,\n", "utf-8", "btc_price", "missing value"),
