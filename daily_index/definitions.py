@@ -72,7 +72,7 @@ def build_definitions(
                 )
             ),
         ],
-        resources={**build_resources(env), "news": news_from_env(env)},
+        resources={**build_resources(env), "news": news_from_env(env, registry.news.feeds)},
     )
 
 

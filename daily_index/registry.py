@@ -353,9 +353,25 @@ class KpiSpec(_Model):
         return self.active and (self.requires_env is None or bool(env.get(self.requires_env)))
 
 
+class NewsSpec(_Model):
+    """The registry's news feeds (`news: {feeds: [...]}`); DAILY_INDEX_NEWS_FEEDS adds more."""
+
+    feeds: tuple[str, ...] = ()
+
+    @field_validator("feeds")
+    @classmethod
+    def _http_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for number, url in enumerate(value, start=1):
+            scheme, _, rest = url.strip().partition("://")
+            if scheme.lower() not in ("http", "https") or not rest.split("/")[0]:
+                raise ValueError(f"feed {number} ({url[:80]!r}) is not an http(s) URL")
+        return tuple(url.strip() for url in value)
+
+
 class Registry(_Model):
     version: int
     kpis: tuple[KpiSpec, ...]
+    news: NewsSpec = Field(default_factory=NewsSpec)
 
     @field_validator("version")
     @classmethod

@@ -6,7 +6,7 @@ The news stack is optional: without it, or without any feed configured, `news/he
 records why it did nothing and the report says so; the rest of the report is unchanged.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
@@ -56,21 +56,25 @@ class NewsResource(dg.ConfigurableResource):
     """
 
     feeds: str = ""
+    registry_feeds: list[str] = []
+    """The registry's `news.feeds` (not secret), read after the variable's."""
     timeout_s: float = 10.0
     max_bytes: int = 2_000_000
 
     def settings(self) -> NewsSettings:
         return NewsSettings.from_env(
             {
-                ENV_FEEDS: self.feeds,
+                ENV_FEEDS: ",".join([self.feeds, *self.registry_feeds]),
                 ENV_TIMEOUT: str(self.timeout_s),
                 ENV_MAX_BYTES: str(self.max_bytes),
             }
         )
 
 
-def news_from_env(environ: Mapping[str, str]) -> NewsResource:
+def news_from_env(environ: Mapping[str, str], registry_feeds: Sequence[str] = ()) -> NewsResource:
     """The news resource from DAILY_INDEX_NEWS_FEEDS, _TIMEOUT_S and _MAX_BYTES.
+
+    The registry's `news.feeds` come after the variable's feeds (duplicates once).
 
     Raises:
         ConfigurationError: a feed URL, the timeout or the size limit is unusable.
@@ -80,7 +84,12 @@ def news_from_env(environ: Mapping[str, str]) -> NewsResource:
     except NewsConfigError as exc:
         raise ConfigurationError(str(exc)) from None
     feeds = dg.EnvVar(ENV_FEEDS) if settings.feeds else ""
-    return NewsResource(feeds=feeds, timeout_s=settings.timeout_s, max_bytes=settings.max_bytes)
+    return NewsResource(
+        feeds=feeds,
+        registry_feeds=list(registry_feeds),
+        timeout_s=settings.timeout_s,
+        max_bytes=settings.max_bytes,
+    )
 
 
 def _embed(texts: list[str]) -> np.ndarray:
