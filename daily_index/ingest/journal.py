@@ -12,10 +12,11 @@ without an fsync each (the journal already made the push durable); a starting se
 them (`sync`) before it deletes the segments behind them.
 
 Until a push is spooled, the server's own memory answers repeats of it (by webhook-id and by
-KPI-day); the names of all filed records and ids, scanned at start, tell a new push from a
-repeat without reading a file. One server per local store: two servers writing the same
-folder could each accept a different value for one KPI-day in that short window. An S3/R2
-store has no journal: its PUT is the durable write, and the inbox writes there directly.
+KPI-day); whether a push was filed before is two `stat`s (its record, its id), so a new push
+is told from a repeat without reading a file and without a list that grows. One server per
+local store: two servers writing the same folder could each accept a different value for one
+KPI-day in that short window. An S3/R2 store has no journal: its PUT is the durable write,
+and the inbox writes there directly.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 
-from daily_index.ingest.inbox import PREFIX, Inbox, Push, Receipt, id_hash
+from daily_index.ingest.inbox import Inbox, Push, Receipt, id_key
 from daily_index.storage.objectstore import StorageError
 
 JOURNAL_DIR = "ingest/journal"
@@ -94,16 +95,13 @@ class JournaledInbox:
         self._spool: queue.Queue[Push] = queue.Queue()
         self._segment: Path | None = None
         self._handle = None
-        # Names of every record and webhook-id the inbox holds (from a folder scan at start,
-        # then each accepted push): a new push is told from a repeat without reading a file.
-        self._known_keys: set[str] = set()
-        self._known_ids: set[str] = set()
+        # The store's folder, to tell a new push from a repeat by two `stat`s, reading nothing.
+        self._root = folder.parent.parent
 
     def start(self) -> None:
         """Spool what earlier runs left, open a new segment, start the writer and the spooler."""
         self.folder.mkdir(parents=True, exist_ok=True)
         spool_segments(self.inbox, delete=True)
-        self._scan()
         self._segment = self.folder / f"{time.time_ns()}-{os.getpid()}.jsonl"
         self._handle = self._segment.open("ab")
         _fsync_dir(self.folder)
@@ -113,26 +111,16 @@ class JournaledInbox:
                 target=self._spool_loop, name=f"ingest-spooler-{number}", daemon=True
             ).start()
 
-    def _scan(self) -> None:
-        root = self.inbox.store.local_path(PREFIX + "ids")
-        if root is None:
-            return
-        if root.is_dir():
-            self._known_ids = {entry.name.removesuffix(".json") for entry in os.scandir(root)}
-        base = root.parent
-        for kind in ("data", "error"):
-            for folder, _, files in os.walk(base / kind):
-                relative = Path(folder).relative_to(base).as_posix()
-                self._known_keys.update(
-                    f"{PREFIX}{relative}/{name}" for name in files if not name.startswith(".")
-                )
+    def _filed(self, push: Push) -> bool:
+        """Whether the inbox may hold this push already (its record or its id exists)."""
+        return os.path.exists(self._root / push.key) or os.path.exists(
+            self._root / id_key(push.webhook_id)
+        )
 
     def _register(self, push: Push) -> Future:
         """Journal a new push (the lock is held); the future resolves once it is fsync'd."""
         self._by_key[push.key] = push
         self._by_id[push.webhook_id] = push.key
-        self._known_keys.add(push.key)
-        self._known_ids.add(id_hash(push.webhook_id))
         done: Future = Future()
         self._writes.put((push, done))
         return done
@@ -162,10 +150,7 @@ class JournaledInbox:
         """
         with self._lock:
             new = not (
-                push.key in self._known_keys
-                or id_hash(push.webhook_id) in self._known_ids
-                or push.key in self._by_key
-                or push.webhook_id in self._by_id
+                push.key in self._by_key or push.webhook_id in self._by_id or self._filed(push)
             )
             done = self._register(push) if new else None
         if done is None:
@@ -184,9 +169,7 @@ class JournaledInbox:
         if journaled is not None:
             same = journaled.fingerprint == push.fingerprint
             return Receipt("duplicate" if same else "conflict", journaled)
-        if push.key in self._known_keys or id_hash(push.webhook_id) in self._known_ids:
-            return self.inbox.lookup(push)
-        return None
+        return self.inbox.lookup(push) if self._filed(push) else None
 
     def _forget(self, push: Push) -> None:
         self._by_key.pop(push.key, None)
