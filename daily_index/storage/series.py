@@ -164,7 +164,9 @@ def record_fetch_status(store: ObjectStore, day: date, entries: dict[str, dict])
     """Merge per-KPI fetch results of a day into `status/<date>.json` (ok or failed + reason).
 
     The report's data-quality section and the CLI read it to tell a KPI that failed (and
-    why) from one that simply has not run yet.
+    why) from one that simply has not run yet. A gap never replaces an `ok`: a gap stores
+    nothing, so the value that made the day `ok` (a pushed one that landed while the KPI
+    step ran, say) is still in the series.
     """
     where = f"{store.description}, {status_key(day)}"
 
@@ -175,7 +177,10 @@ def record_fetch_status(store: ObjectStore, day: date, entries: dict[str, dict])
                 merged = json.loads(current)
             except ValueError:
                 raise StorageError(f"{where}: existing status is not JSON") from None
-        merged.update(entries)
+        for kpi_id, entry in entries.items():
+            if entry.get("status") == "gap" and merged.get(kpi_id, {}).get("status") == "ok":
+                continue
+            merged[kpi_id] = entry
         return json.dumps(merged, sort_keys=True, indent=1).encode()
 
     store.update(status_key(day), merge, content_type="application/json")

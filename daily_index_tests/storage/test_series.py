@@ -112,3 +112,25 @@ def test_two_writer_processes_keep_every_row_locally(tmp_path):
         assert worker.exitcode == 0
     frame = KpiSeriesStore(LocalObjectStore(root)).read("btc_price")
     assert list(frame["date"]) == [START + timedelta(days=i) for i in range(40)]
+
+
+def test_a_gap_never_replaces_an_ok_status_but_a_failure_or_a_new_ok_does(tmp_path):
+    from daily_index.storage.series import read_fetch_status, record_fetch_status
+
+    store = LocalObjectStore(tmp_path)
+    day = date(2026, 11, 24)
+    # A pushed value landed (ok) while the KPI step ran; the step then records its gap.
+    record_fetch_status(store, day, {"push_kpi": {"status": "ok"}, "other": {"status": "ok"}})
+    record_fetch_status(
+        store,
+        day,
+        {
+            "push_kpi": {"status": "gap", "reason": "answered 202: pushed later"},
+            "other": {"status": "failed", "reason": "HTTP 503"},
+            "third": {"status": "gap", "reason": "weekend"},
+        },
+    )
+    status = read_fetch_status(store, day)
+    assert status["push_kpi"] == {"status": "ok"}
+    assert status["other"]["status"] == "failed"
+    assert status["third"]["status"] == "gap"
