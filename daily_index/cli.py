@@ -378,7 +378,7 @@ def run_day(
         f"{label}Headline: {pdf.get('headline')}\n"
         f"{label}Delivery: {sent.get('sent', 0)} sent, {sent.get('failed', 0)} failed, "
         f"{sent.get('dead', 0)} dead, {sent.get('already_sent', 0)} already sent "
-        f"(ledger {sent.get('ledger')}); report built in "
+        f"(ledger {sent.get('ledger')}){_sent_as(sent)}; report built in "
         f"{time.perf_counter() - report_started:.1f} s"
     )
     if environ.get("DAILY_INDEX_SUBSCRIBERS_FILE") in (None, ""):
