@@ -29,7 +29,8 @@
 # X-N8N-API-KEY, for /api/v1) to <dir>/api_key, mode 600; the owner's generated login is in
 # <dir>/owner.json. The directory (default: <cache>/instance-<port>) also holds the n8n user
 # folder (.n8n/), the log (n8n.log) and the pid file (n8n.pid). stop sends SIGTERM to n8n's
-# process group, waits up to 30 s, then SIGKILL.
+# process group, waits up to 30 s, then SIGKILL, and drops the instance's PostgreSQL
+# database; the folder and its log stay.
 set -euo pipefail
 
 N8N_VERSION=2.40.7
@@ -199,6 +200,7 @@ fresh_database() {
       || die "PostgreSQL at ${PGHOST:-127.0.0.1}:${PGPORT:-5432} does not answer (start it, or use --db sqlite)"
     psql_admin -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null
     psql_admin -c "CREATE DATABASE $PG_DB" >/dev/null
+    echo "$PG_DB" >"$DIR/n8n.database"
   else
     [[ -f $N8N_PREFIX/node_modules/sqlite3/$SQLITE_MARKER ]] \
       || die "n8n's sqlite3 module is not built for Node 24: run n8n/local.sh install --sqlite" 2
@@ -391,16 +393,19 @@ cmd_start() {
 
 stop_instance() {
   local pid
-  pid=$(running_pid) || {
-    rm -f "$PID_FILE"
-    return 0
-  }
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + 30))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-  kill -KILL -- "-$pid" 2>/dev/null || true
+  if pid=$(running_pid); then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 30))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    say "stopped n8n (pid $pid)"
+  fi
   rm -f "$PID_FILE"
-  say "stopped n8n (pid $pid)"
+  # The instance's PostgreSQL database goes with it (a start makes a new one anyway).
+  if [[ -f $DIR/n8n.database && $(<"$DIR/n8n.database") == "$PG_DB" ]]; then
+    psql_admin -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null || true
+    rm -f "$DIR/n8n.database"
+  fi
 }
 
 cmd_stop() {
