@@ -230,6 +230,33 @@ def _fred(rest: str, query: dict[str, str]) -> _Answer:
     )
 
 
+def _n8n_get(rest: str) -> _Answer:
+    """What n8n answers to a GET.
+
+    Its health checks, and for a webhook that takes POST only the hint that `daily-index
+    doctor` reads as "served".
+    """
+    if rest in ("/healthz", "/healthz/readiness"):
+        return _Answer(200, {"status": "ok"})
+    if rest == "/webhook/kpi/usdt-dominance":
+        return _Answer(
+            404,
+            {
+                "code": 404,
+                "message": "This webhook is not registered for GET requests. Did you mean to "
+                "make a POST request?",
+            },
+        )
+    return _Answer(
+        404,
+        {
+            "code": 404,
+            "message": f'The requested webhook "GET {rest.removeprefix("/webhook/")}" '
+            "is not registered.",
+        },
+    )
+
+
 def _n8n(rest: str, body: bytes) -> _Answer:
     if rest != "/webhook/kpi/usdt-dominance":
         return _Answer(
@@ -361,7 +388,7 @@ def _route(method: str, path: str, query: dict[str, str], body: bytes) -> _Answe
             return _news(path.removeprefix(NEWS_PREFIX))
         if path.startswith(N8N_PREFIX + "/"):
             if method != "POST":
-                return _error(405, "webhooks take POST")
+                return _n8n_get(path.removeprefix(N8N_PREFIX))
             return _n8n(path.removeprefix(N8N_PREFIX), body)
         for prefix, handler in _ROUTES.items():
             if path.startswith(prefix + "/"):

@@ -133,7 +133,12 @@ def test_n8n_webhook_answers_a_trigger(server):
     assert body["kpiId"] == "usdt_dominance" and isinstance(body["value"], float)
     outside = httpx.post(url, json={**trigger, "timestamp": "2020-01-01T12:00:00Z"}).json()
     assert "error" in outside and "value" not in outside
-    assert httpx.get(url).status_code == 405
+    # A GET is answered as n8n does: the webhook takes POST (doctor reads that as served).
+    get = httpx.get(url)
+    assert get.status_code == 404 and "Did you mean to make a POST request" in get.text
+    assert httpx.get(f"{server.n8n_base_url}/healthz").status_code == 200
+    missing = httpx.get(f"{server.n8n_base_url}/webhook/other")
+    assert missing.status_code == 404 and "is not registered." in missing.text
     assert httpx.post(f"{server.n8n_base_url}/webhook/other", json=trigger).status_code == 404
 
 
