@@ -19,7 +19,8 @@ The UI run's time is split with its own events:
   run     started -> success (the job itself, to compare with the cli's run).
 
 Usage:
-  python bench/launch.py [--history 30] [--repeat 2] [--settings FILE ...] [--port 3333]
+  python bench/launch.py [--history 30] [--repeat 2] [--settings FILE ...] [--same-home]
+                         [--port 3333]
 `--settings` defaults to the repository's dagster.yaml; give an older file first (e.g.
 `git show HEAD~1:dagster.yaml > /tmp/before.yaml`) to measure before and after in one run.
 Prints every pair, then each settings file's median ratios (target: ui within 1.3x of cli).
@@ -178,10 +179,20 @@ def cli_run(env: dict[str, str], day: str) -> dict[str, float]:
 
 
 def measure(
-    settings: Path, env: dict[str, str], folder: Path, days: list[str], port: int, name: str
+    settings: Path,
+    env: dict[str, str],
+    folder: Path,
+    days: list[str],
+    port: int,
+    name: str,
+    same_home: bool,
 ) -> list[dict[str, float]]:
     ui_env = prepared(env, folder, f"ui-{name}", settings)
     cli_env = prepared(env, folder, f"cli-{name}", settings)
+    if same_home:
+        # As the README has it: `daily-index run` records its runs in dagster dev's home, whose
+        # SQLite files the daemon and the webserver read while either run writes.
+        cli_env["DAGSTER_HOME"] = ui_env["DAGSTER_HOME"]
     log = (folder / f"dagster-dev-{name}.log").open("wb")
     dev = subprocess.Popen(
         [str(BIN / "dagster"), "dev", "-m", "daily_index.definitions"]
@@ -243,6 +254,11 @@ def main() -> None:
         help="instance settings files to measure, in this order (default: dagster.yaml)",
     )
     parser.add_argument("--port", type=int, default=3333)
+    parser.add_argument(
+        "--same-home",
+        action="store_true",
+        help="the cli records its runs in dagster dev's DAGSTER_HOME (default: its own copy)",
+    )
     args = parser.parse_args()
     for settings in args.settings:
         if not settings.is_file():
@@ -271,7 +287,9 @@ def main() -> None:
             for n, settings in enumerate(args.settings):
                 name = f"{n}-{settings.stem}"
                 print(f"{settings}: cli in process, then ui through dagster dev, per day ...")
-                results[str(settings)] = measure(settings, env, folder, days, args.port, name)
+                results[str(settings)] = measure(
+                    settings, env, folder, days, args.port, name, args.same_home
+                )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print("report run, same days and data (medians):")
