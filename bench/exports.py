@@ -25,27 +25,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import stubs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from daily_index.storage.objectstore import LocalObjectStore  # noqa: E402
 from daily_index.storage.series import KpiSeriesStore, SeriesRow, series_key  # noqa: E402
-
-
-def write_registry(path: Path, ids: list[str]) -> None:
-    lines = ["version: 1", "kpis:"]
-    for kpi_id in ids:
-        lines += [
-            f"  - id: {kpi_id}",
-            f"    name: Bench KPI {kpi_id}",
-            "    description: Synthetic KPI for the benchmark.",
-            "    type: price",
-            "    unit: USD",
-            f"    source: {{kind: n8n, params: {{webhook: kpi/{kpi_id}}}}}",
-            "    metadata: {source: bench, category: bench}",
-        ]
-    path.write_text("\n".join(lines) + "\n")
 
 
 def fill(store: KpiSeriesStore, ids: list[str], days: int) -> int:
@@ -86,7 +72,7 @@ def main() -> None:
     ids = [f"bench_kpi_{i:03d}" for i in range(args.kpis)]
     with tempfile.TemporaryDirectory(prefix="bench-exports-") as tmp:
         folder = Path(tmp)
-        write_registry(folder / "kpis.yaml", ids)
+        stubs.write_registry(folder / "kpis.yaml", ids)
         objects = LocalObjectStore(folder / "data")
         started = time.perf_counter()
         stored = fill(KpiSeriesStore(objects), ids, args.days)

@@ -34,6 +34,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import stubs
 
 ROOT = Path(__file__).resolve().parent.parent
 YESTERDAY = datetime.now(UTC).date() - timedelta(days=1)
@@ -125,21 +126,6 @@ def kpi_ids(kpis: int) -> list[str]:
     return ["btc_price"] if kpis == 1 else [f"bench_kpi_{i:03d}" for i in range(kpis)]
 
 
-def write_registry(path: Path, ids: list[str]) -> None:
-    lines = ["version: 1", "kpis:"]
-    for kpi_id in ids:
-        lines += [
-            f"  - id: {kpi_id}",
-            f"    name: Bench KPI {kpi_id}",
-            "    description: Synthetic KPI for the benchmark.",
-            "    type: price",
-            "    unit: USD",
-            f"    source: {{kind: n8n, params: {{webhook: kpi/{kpi_id}}}}}",
-            "    metadata: {source: bench, category: bench}",
-        ]
-    path.write_text("\n".join(lines) + "\n")
-
-
 def run_ours(
     folder: Path, home: Path, first: date, days: int, kpis: int
 ) -> tuple[float, dict[str, tuple]]:
@@ -153,7 +139,7 @@ def run_ours(
     if kpis == 1:
         header, option = "date,value", ["--kpi", ids[0]]
     else:
-        write_registry(folder / "kpis.yaml", ids)
+        stubs.write_registry(folder / "kpis.yaml", ids)
         env["DAILY_INDEX_KPIS_FILE"] = str(folder / "kpis.yaml")
         header, option = "date," + ",".join(ids), []
     rows = []

@@ -8,6 +8,7 @@
 - `n8n_child` / `receivers_child`: multiprocessing targets running those stubs in a child
   process until it is terminated; they put the port(s) on the given queue.
 - `free_port()` / `dead_port()` / `wait_port()`: port helpers.
+- `write_registry(path, ids)`: a registry of synthetic USD price KPIs with the given ids.
 
 The scripts run as `python bench/<name>.py`, so bench/ is sys.path[0] and `import stubs`
 works; multiprocessing passes sys.path on to spawned children, and the child targets live
@@ -144,3 +145,19 @@ def wait_port(port: int, timeout_s: float = 20) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+def write_registry(path, ids) -> None:
+    """A registry file of synthetic price KPIs (n8n source; nothing is fetched from it)."""
+    lines = ["version: 1", "kpis:"]
+    for kpi_id in ids:
+        lines += [
+            f"  - id: {kpi_id}",
+            f"    name: Bench KPI {kpi_id}",
+            "    description: Synthetic KPI for the benchmark.",
+            "    type: price",
+            "    unit: USD",
+            f"    source: {{kind: n8n, params: {{webhook: kpi/{kpi_id}}}}}",
+            "    metadata: {source: bench, category: bench}",
+        ]
+    path.write_text("\n".join(lines) + "\n")
