@@ -20,7 +20,6 @@ from datetime import date
 from daily_index.storage.objectstore import (
     LocalObjectStore,
     ObjectStore,
-    S3ObjectStore,
     StorageError,
 )
 from daily_index.storage.series import KpiSeriesStore, SeriesRow, series_key
@@ -76,27 +75,9 @@ class ObjectVersions:
         return version
 
     def _ask(self, key: str) -> Hashable:
-        store = self.store
-        if isinstance(store, S3ObjectStore):
-            from botocore.exceptions import BotoCoreError, ClientError
-
-            try:
-                head = store.client.head_object(Bucket=store.bucket, Key=store.prefix + key)
-            except ClientError as exc:
-                error = exc.response.get("Error", {})
-                if error.get("Code") in ("NoSuchKey", "404", "NotFound"):
-                    return ABSENT
-                raise StorageError(
-                    f"{store.description}: cannot read {key!r}: {error.get('Code')}"
-                ) from None
-            except BotoCoreError as exc:
-                raise StorageError(
-                    f"{store.description}: cannot read {key!r}: {type(exc).__name__}"
-                ) from None
-            return head.get("ETag", "")
-        # Any other backend: its own version tag (a full read, hence the TTL).
-        found = store.get(key)
-        return ABSENT if found is None else found.etag
+        # A HEAD on S3/R2; other backends read the object (hence the TTL).
+        version = self.store.version(key)
+        return ABSENT if version is None else version
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,15 @@ class ObjectStore(ABC):
     def get(self, key: str) -> Versioned | None:
         """The object and its version tag, or None when it does not exist."""
 
+    def version(self, key: str) -> str | None:
+        """The object's version tag (the one `get` gives), or None when it does not exist.
+
+        This default reads the whole object; a backend that can ask for the tag alone
+        overrides it.
+        """
+        found = self.get(key)
+        return None if found is None else found.etag
+
     @abstractmethod
     def put(
         self,
@@ -326,6 +335,20 @@ class S3ObjectStore(ObjectStore):
             raise self._fail("read", key, exc) from None
         except BotoCoreError as exc:
             raise self._fail("read", key, exc) from None
+
+    def version(self, key: str) -> str | None:
+        """The object's ETag from a HEAD request, without reading the object."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise self._fail("read", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._fail("read", key, exc) from None
+        return head.get("ETag", "")
 
     def put(
         self,
